@@ -1,0 +1,190 @@
+"""Read and validate a ``localleads`` Airflow connection into plain settings.
+
+Kept apart from the hook so the same rules serve the synchronous look-up (workers) and the
+asynchronous one (the triggerer), and so they can be tested without any HTTP at all.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from airflow_provider_localleads import PRODUCTION_BASE_URL
+from airflow_provider_localleads.exceptions import LocalLeadsConfigurationError
+
+API_KEY_ENV_VAR = "LOCALLEADS_API_KEY"
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_READ_TIMEOUT = 30.0
+DEFAULT_MAX_RETRIES = 2
+MAX_MAX_RETRIES = 10
+KNOWN_EXTRAS = ("timeout", "max_retries", "allow_insecure_http")
+# Airflow < 2.3 style form fields were stored with this prefix; still accepted when reading.
+_LEGACY_PREFIX = "extra__localleads__"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionSettings:
+    """Everything the hook needs from the connection. The API key is kept out of ``repr``."""
+
+    conn_id: str
+    base_url: str
+    api_key: str = field(repr=False)
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    max_retries: int = DEFAULT_MAX_RETRIES
+
+    def redact(self, text: str) -> str:
+        """Remove the API key from text that is about to be logged or raised."""
+        return text.replace(self.api_key, "***") if self.api_key else text
+
+
+def _error(conn_id: str, message: str) -> LocalLeadsConfigurationError:
+    return LocalLeadsConfigurationError(f"Connection {conn_id!r} (type localleads): {message}")
+
+
+def _is_unset(value: object) -> bool:
+    # Forms submit empty optional fields as "" (or null): that means "use the default".
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _timeout(conn_id: str, value: object) -> float | None:
+    if _is_unset(value):
+        return None
+    if isinstance(value, bool):
+        number = math.nan
+    else:
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            number = math.nan
+    if not (math.isfinite(number) and number > 0):
+        raise _error(conn_id, f"extra 'timeout' must be a positive number of seconds, got {value!r}")
+    return number
+
+
+def _max_retries(conn_id: str, value: object) -> int | None:
+    if _is_unset(value):
+        return None
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.strip().isdigit():
+        number = int(value.strip())
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    if number is None or not 0 <= number <= MAX_MAX_RETRIES:
+        raise _error(conn_id, f"extra 'max_retries' must be a whole number from 0 to {MAX_MAX_RETRIES}, got {value!r}")
+    return number
+
+
+def _flag(conn_id: str, name: str, value: object) -> bool:
+    if _is_unset(value):
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise _error(conn_id, f"extra {name!r} must be true or false, got {value!r}")
+
+
+def is_loopback(hostname: str) -> bool:
+    if hostname.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(hostname.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _base_url(conn_id: str, host: str | None, schema: str | None, port: int | None, insecure_ok: bool) -> str:
+    raw = (host or "").strip() or PRODUCTION_BASE_URL
+    if "://" not in raw:
+        scheme = schema.strip().lower() if schema and schema.strip().lower() in ("http", "https") else "https"
+        raw = f"{scheme}://{raw}"
+    try:
+        parts = urlsplit(raw)
+        url_port = parts.port
+    except ValueError as err:
+        raise _error(conn_id, f"host {raw!r} is not a valid URL ({err})") from None
+    if parts.scheme not in ("http", "https"):
+        raise _error(conn_id, f"host must use https:// (or http:// for a local sandbox), got {parts.scheme}://")
+    if not parts.hostname:
+        raise _error(conn_id, f"host {raw!r} has no host name; use e.g. {PRODUCTION_BASE_URL}")
+    if parts.username or parts.password:
+        raise _error(conn_id, "host must not contain credentials; put the API key in the password field")
+    if parts.query or parts.fragment:
+        raise _error(conn_id, f"host must be a base URL without query or fragment, e.g. {PRODUCTION_BASE_URL}")
+    netloc = parts.netloc
+    if url_port is None and port:
+        netloc = f"{netloc}:{port}"
+    if parts.scheme == "http" and not is_loopback(parts.hostname) and not insecure_ok:
+        raise _error(
+            conn_id,
+            f"refusing to send the API key over plain http:// to {parts.hostname}; use https://, or set "
+            'the extra {"allow_insecure_http": true} if this really is a trusted private network',
+        )
+    return f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}"
+
+
+def settings_from_connection(
+    conn: Any,
+    *,
+    environ: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    max_retries: int | None = None,
+) -> ConnectionSettings:
+    """Validate an Airflow ``Connection`` (and the hook's overrides) into ConnectionSettings.
+
+    Raises LocalLeadsConfigurationError naming the field and the fix; unknown extras are refused
+    rather than ignored, because a misspelt ``max_retries`` silently doing nothing is worse.
+    """
+    conn_id = str(conn.conn_id)
+    environ = os.environ if environ is None else environ
+    try:
+        extras: dict[str, Any] = dict(conn.extra_dejson or {})
+    except Exception as err:  # noqa: BLE001 - any failure here means the extra is not valid JSON
+        raise _error(conn_id, f"extra is not a JSON object ({type(err).__name__})") from None
+    normalised: dict[str, Any] = {}
+    for key, value in extras.items():
+        name = key.removeprefix(_LEGACY_PREFIX)
+        if name not in KNOWN_EXTRAS:
+            raise _error(
+                conn_id, f"unknown extra {key!r}; the extras this connection understands are {', '.join(KNOWN_EXTRAS)}"
+            )
+        normalised[name] = value
+
+    insecure_ok = _flag(conn_id, "allow_insecure_http", normalised.get("allow_insecure_http"))
+    base_url = _base_url(conn_id, conn.host, conn.schema, conn.port, insecure_ok)
+
+    api_key = (conn.password or "").strip() or environ.get(API_KEY_ENV_VAR, "").strip()
+    if not api_key:
+        raise _error(
+            conn_id,
+            f"no API key: put it in the connection's password field or set the {API_KEY_ENV_VAR} "
+            "environment variable on the workers and the triggerer",
+        )
+
+    conn_timeout = _timeout(conn_id, normalised.get("timeout"))
+    chosen_timeout = timeout if timeout is not None else conn_timeout
+    if chosen_timeout is not None and not (math.isfinite(chosen_timeout) and chosen_timeout > 0):
+        raise LocalLeadsConfigurationError(f"timeout must be a positive number of seconds, got {chosen_timeout!r}")
+    conn_retries = _max_retries(conn_id, normalised.get("max_retries"))
+    chosen_retries = max_retries if max_retries is not None else conn_retries
+    if chosen_retries is not None and not (
+        isinstance(chosen_retries, int) and not isinstance(chosen_retries, bool) and chosen_retries >= 0
+    ):
+        raise LocalLeadsConfigurationError(f"max_retries must be a whole number >= 0, got {chosen_retries!r}")
+
+    return ConnectionSettings(
+        conn_id=conn_id,
+        base_url=base_url,
+        api_key=api_key,
+        connect_timeout=chosen_timeout if chosen_timeout is not None else DEFAULT_CONNECT_TIMEOUT,
+        read_timeout=chosen_timeout if chosen_timeout is not None else DEFAULT_READ_TIMEOUT,
+        max_retries=chosen_retries if chosen_retries is not None else DEFAULT_MAX_RETRIES,
+    )

@@ -1,0 +1,226 @@
+"""Typed, validated views of the Credits API's answers.
+
+The API speaks camelCase JSON; DAG code gets frozen dataclasses with snake_case fields. Parsing is
+strict on purpose: this provider decides whether paid-for work may start, so a missing field, a
+string where a number belongs, ``true`` posing as ``1`` or a timestamp without a time zone is an
+error naming the field, never a guess. Unknown extra fields are accepted (the API may grow).
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from airflow_provider_localleads.exceptions import LocalLeadsResponseError
+
+__all__ = ["CreditBalance", "CreditTransaction", "TransactionPage", "next_anniversary"]
+
+
+def _describe(value: object) -> str:
+    """A short, safe description of a bad value for an error message."""
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+class _Fields:
+    """Reads fields from one JSON object, naming ``where.field`` in every error."""
+
+    def __init__(self, obj: object, where: str, path: str | None) -> None:
+        self.where = where
+        self.path = path
+        if not isinstance(obj, Mapping):
+            raise self.error(f"{where} must be a JSON object, got {_describe(obj)}")
+        self.obj: Mapping[str, Any] = obj
+
+    def error(self, message: str) -> LocalLeadsResponseError:
+        return LocalLeadsResponseError(
+            f"Unexpected response from the LocalLeads API: {message}. The API may have changed or a proxy "
+            "answered instead of it; check the host in the connection and the provider's release notes",
+            path=self.path,
+        )
+
+    def _get(self, name: str) -> Any:
+        if name not in self.obj:
+            raise self.error(f"{self.where}.{name} is missing")
+        return self.obj[name]
+
+    def integer(self, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+        value = self._get(name)
+        # bool is an int subclass in Python; `true` is not a credit count.
+        if type(value) is not int:
+            raise self.error(f"{self.where}.{name} must be an integer, got {_describe(value)}")
+        if minimum is not None and value < minimum:
+            raise self.error(f"{self.where}.{name} must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise self.error(f"{self.where}.{name} must be <= {maximum}, got {value}")
+        return value
+
+    def string(self, name: str, *, non_empty: bool = False) -> str:
+        value = self._get(name)
+        if not isinstance(value, str):
+            raise self.error(f"{self.where}.{name} must be a string, got {_describe(value)}")
+        if non_empty and not value:
+            raise self.error(f"{self.where}.{name} must not be empty")
+        return value
+
+    def timestamp(self, name: str) -> datetime:
+        raw = self.string(name)
+        try:
+            parsed = datetime.fromisoformat(raw)
+        except ValueError:
+            raise self.error(f"{self.where}.{name} must be an ISO 8601 timestamp, got {_describe(raw)}") from None
+        if parsed.tzinfo is None or parsed.utcoffset() is None:
+            raise self.error(f"{self.where}.{name} has no time zone: {_describe(raw)}")
+        return parsed.astimezone(UTC)
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def next_anniversary(after: datetime, reset_day: int) -> datetime:
+    """The first billing anniversary strictly after ``after``, in UTC.
+
+    The anniversary is day ``reset_day`` of a month, clamped to that month's last day (reset day 31
+    falls on Feb 28, or 29 in a leap year, then Mar 31 again: computed from ``reset_day`` for each
+    month, so it never drifts). The time of day of ``after`` is kept.
+    """
+    if not 1 <= reset_day <= 31:
+        raise ValueError(f"reset_day must be between 1 and 31, got {reset_day}")
+    after = after.astimezone(UTC)
+    year, month = after.year, after.month
+    for _ in range(2):
+        day = min(reset_day, calendar.monthrange(year, month)[1])
+        candidate = after.replace(year=year, month=month, day=day)
+        if candidate > after:
+            return candidate
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    raise AssertionError("unreachable: the next month's anniversary is always later")  # pragma: no cover
+
+
+@dataclass(frozen=True, slots=True)
+class CreditBalance:
+    """The organisation's credits right now (``GET /api/v1/credits/balance``)."""
+
+    monthly_credits: int
+    bonus_credits: int
+    used_credits: int
+    #: What can still be spent: monthly + bonus - used, as the API computed it. It may be negative
+    #: when the account is overdrawn.
+    available_credits: int
+    #: Day of the month (1-31) on which monthly credits reset; clamped to short months.
+    reset_day: int
+    #: When the monthly credits last reset (UTC).
+    last_reset_at: datetime
+
+    @property
+    def next_reset_at(self) -> datetime:
+        """The next billing anniversary after ``last_reset_at`` (UTC)."""
+        return next_anniversary(self.last_reset_at, self.reset_day)
+
+    def can_afford(self, cost: int) -> bool:
+        return self.available_credits >= cost
+
+    def summary(self) -> str:
+        """One human line: what is available, how it is made up, and when it resets."""
+        return (
+            f"{self.available_credits} available (monthly {self.monthly_credits} + bonus {self.bonus_credits}"
+            f" - used {self.used_credits}); next reset {self.next_reset_at.date().isoformat()}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (what operators push to XCom); timestamps as ISO 8601 UTC strings."""
+        return {
+            "monthly_credits": self.monthly_credits,
+            "bonus_credits": self.bonus_credits,
+            "used_credits": self.used_credits,
+            "available_credits": self.available_credits,
+            "reset_day": self.reset_day,
+            "last_reset_at": _iso(self.last_reset_at),
+            "next_reset_at": _iso(self.next_reset_at),
+        }
+
+    @classmethod
+    def from_api(cls, data: object, *, path: str | None = None) -> CreditBalance:
+        """Parse the ``data`` object of a balance answer; raise LocalLeadsResponseError naming the field."""
+        f = _Fields(data, "data", path)
+        return cls(
+            monthly_credits=f.integer("monthlyCredits", minimum=0),
+            bonus_credits=f.integer("bonusCredits", minimum=0),
+            used_credits=f.integer("usedCredits", minimum=0),
+            available_credits=f.integer("availableCredits"),
+            reset_day=f.integer("resetDay", minimum=1, maximum=31),
+            last_reset_at=f.timestamp("lastResetAt"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CreditTransaction:
+    """One deduction or top-up in the organisation's credit history."""
+
+    id: str
+    #: e.g. ``DEDUCTION``, ``MONTHLY_RESET``; kept as the API's string so new types are not lost.
+    type: str
+    #: Negative for deductions, positive for resets and top-ups.
+    amount: int
+    description: str
+    created_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "amount": self.amount,
+            "description": self.description,
+            "created_at": _iso(self.created_at),
+        }
+
+    @classmethod
+    def from_api(cls, data: object, *, where: str = "data[]", path: str | None = None) -> CreditTransaction:
+        f = _Fields(data, where, path)
+        return cls(
+            id=f.string("id", non_empty=True),
+            type=f.string("type", non_empty=True),
+            amount=f.integer("amount"),
+            description=f.string("description"),
+            created_at=f.timestamp("createdAt"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionPage:
+    """One page of ``GET /api/v1/credits/transactions``, newest first."""
+
+    items: tuple[CreditTransaction, ...]
+    #: How many transactions exist in total (at the time of this request).
+    total: int
+    limit: int
+    offset: int
+
+    @property
+    def has_more(self) -> bool:
+        return self.offset + len(self.items) < self.total
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "items": [t.to_dict() for t in self.items],
+            "total": self.total,
+            "limit": self.limit,
+            "offset": self.offset,
+        }
+
+    @classmethod
+    def from_api(cls, data: object, meta: object, *, path: str | None = None) -> TransactionPage:
+        if not isinstance(data, list):
+            raise _Fields({}, "body", path).error(f"body.data must be a JSON array, got {_describe(data)}")
+        m = _Fields(meta, "meta", path)
+        items = tuple(CreditTransaction.from_api(item, where=f"data[{i}]", path=path) for i, item in enumerate(data))
+        limit = m.integer("limit", minimum=1)
+        if len(items) > limit:
+            raise m.error(f"data has {len(items)} items, more than meta.limit={limit}")
+        return cls(items=items, total=m.integer("total", minimum=0), limit=limit, offset=m.integer("offset", minimum=0))

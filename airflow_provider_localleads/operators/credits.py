@@ -1,0 +1,86 @@
+"""CheckCreditsOperator: "can we afford this run?" as one task at the start of a DAG."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import BaseOperator, SkipMixin
+
+from airflow_provider_localleads._arguments import ON_INSUFFICIENT_CHOICES, parse_estimated_cost
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
+
+class CheckCreditsOperator(BaseOperator, SkipMixin):
+    """Check that the LocalLeads balance covers ``estimated_cost`` before paid-for work starts.
+
+    Makes one balance request per run. With enough credits the task succeeds and returns
+    ``CreditBalance.to_dict()`` (XCom ``return_value``). Without:
+
+    * ``on_insufficient="fail"`` (default): the task fails *without retrying* (retrying would not
+      make credits appear) with a message saying what is needed, what is available and when
+      credits reset.
+    * ``on_insufficient="skip"``: like ``ShortCircuitOperator``, this task succeeds and every
+      downstream task is skipped, whatever its trigger rule; the balance is still pushed to XCom.
+
+    A wrong API key fails without retrying; transient API trouble (after the hook's own retries)
+    is an ordinary failure, so the task's ``retries`` apply.
+
+    :param estimated_cost: credits the run will need (templated; must render to a whole number >= 0).
+    :param on_insufficient: ``"fail"`` or ``"skip"``.
+    :param localleads_conn_id: Airflow connection of type ``localleads``.
+    """
+
+    template_fields: Sequence[str] = ("estimated_cost",)
+    ui_color = "#e8f4ea"
+    inherits_from_skipmixin = True
+
+    def __init__(
+        self,
+        *,
+        estimated_cost: int | str,
+        on_insufficient: str = "fail",
+        localleads_conn_id: str = "localleads_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if on_insufficient not in ON_INSUFFICIENT_CHOICES:
+            raise ValueError(
+                f"CheckCreditsOperator {self.task_id!r}: on_insufficient must be 'fail' or 'skip', "
+                f"got {on_insufficient!r}"
+            )
+        self.estimated_cost = estimated_cost
+        self.on_insufficient = on_insufficient
+        self.localleads_conn_id = localleads_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_localleads._compat import skip_downstream
+        from airflow_provider_localleads._metrics import emit_credit_gauges
+        from airflow_provider_localleads.exceptions import InsufficientCreditsError
+        from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
+
+        cost = parse_estimated_cost(self.estimated_cost, task_id=self.task_id)
+        with LocalLeadsHook(self.localleads_conn_id) as hook:
+            balance = hook.get_balance()
+        emit_credit_gauges(self.localleads_conn_id, balance.available_credits, cost)
+        result = balance.to_dict()
+
+        if balance.can_afford(cost):
+            self.log.info("Enough LocalLeads credits: needs %d, %s", cost, balance.summary())
+            return result
+
+        shortfall = f"Not enough LocalLeads credits: needs {cost} credits, {balance.summary()}"
+        if self.on_insufficient == "fail":
+            raise InsufficientCreditsError(
+                f"{shortfall}. Top up, lower estimated_cost, wait for the reset, or use "
+                "on_insufficient='skip' (or CreditsSensor) to skip/wait instead of failing"
+            )
+
+        to_skip = [t for t in context["task"].get_flat_relatives(upstream=False) if not t.is_teardown]
+        self.log.warning("%s. Skipping %d downstream task(s).", shortfall, len(to_skip))
+        # Airflow 3's skip() ends the task by raising, so the return value would never reach XCom.
+        context["ti"].xcom_push(key="return_value", value=result)
+        skip_downstream(self, context, to_skip)
+        return result
