@@ -107,7 +107,7 @@ def cmd_demo(args: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - dev.py may be run by an older python3
         print(f"Python 3.11+ is required, this is {sys.version.split()[0]}", file=sys.stderr)
         return 2
     if not argv or argv[0] not in ("demo", "test"):

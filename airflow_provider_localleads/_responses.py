@@ -42,10 +42,12 @@ def request_id_from(headers: Mapping[str, str]) -> str | None:
 
 def excerpt(text: str, redact: Callable[[str], str], limit: int = 200) -> str:
     """A short single-line excerpt of a body (HTML tags dropped) that is safe to log."""
-    text = _WHITESPACE.sub(" ", _TAGS.sub(" ", text)).strip()
+    # Redact the whole text before cutting it: a key cut in half would no longer match. Bodies are
+    # already capped at MAX_BODY_BYTES by the readers.
+    text = redact(_WHITESPACE.sub(" ", _TAGS.sub(" ", text)).strip())
     if len(text) > limit:
         text = text[: limit - 3] + "..."
-    return redact(text)
+    return text
 
 
 def _reject_constant(name: str) -> Any:
@@ -68,8 +70,8 @@ def _server_message(parsed: Any, body: bytes, redact: Callable[[str], str]) -> s
             parts = [str(error[k]) for k in ("code", "message") if isinstance(error.get(k), str | int)]
             if parts:
                 return excerpt(": ".join(parts), redact)
-            return excerpt(json.dumps(error)[:400], redact)
-    return excerpt(body[:2000].decode("utf-8", "replace"), redact)
+            return excerpt(json.dumps(error), redact)
+    return excerpt(body.decode("utf-8", "replace"), redact)
 
 
 def interpret_response(
@@ -83,13 +85,14 @@ def interpret_response(
     """Return the JSON object of a successful answer, or raise the LocalLeadsError it deserves."""
     request_id = request_id_from(headers)
     context: dict[str, Any] = {"path": path, "status_code": status, "request_id": request_id}
-    try:
-        parsed: Any = decode_json(body) if body else None
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        parsed = None
-        json_ok = False
-    else:
-        json_ok = parsed is not None
+    parsed: Any = None
+    json_ok = False
+    if body.strip():
+        try:
+            parsed = decode_json(body)
+            json_ok = True
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            pass
 
     if 200 <= status < 300:
         if not json_ok:
@@ -99,7 +102,7 @@ def interpret_response(
             )
             raise LocalLeadsResponseError(
                 f"The LocalLeads API answered with {what} instead of JSON"
-                + (f" ({excerpt(body[:500].decode('utf-8', 'replace'), redact, 120)!r})" if body.strip() else "")
+                + (f" ({excerpt(body.decode('utf-8', 'replace'), redact, 120)!r})" if body.strip() else "")
                 + ". A proxy, captive portal or wrong base URL may be in the way; check the connection's host",
                 **context,
             )

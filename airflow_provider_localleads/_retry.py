@@ -47,7 +47,7 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     value = value.strip()
     if not value:
         return None
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = parsedate_to_datetime(value)
@@ -95,16 +95,18 @@ class RetryPolicy:
             return None
         return wait
 
-    def final_error(self, error: LocalLeadsError, attempt: int) -> LocalLeadsError:
+    def final_error(self, error: LocalLeadsError, attempt: int, elapsed: float = 0.0) -> LocalLeadsError:
         """The error to raise when giving up, with a Retry-After that was too long made explicit."""
+        willing = min(self.max_retry_after, max(self.deadline - elapsed, 0.0))
         if (
             isinstance(error, LocalLeadsRateLimitError)
             and error.retry_after is not None
-            and error.retry_after > self.max_retry_after
+            and error.retry_after > willing
+            and attempt < self.attempts
         ):
             return LocalLeadsRateLimitError(
                 f"The LocalLeads API is rate limiting this key and asked us to wait {error.retry_after:.0f} s, "
-                f"longer than the {self.max_retry_after:.0f} s this task will wait; run it later, or space "
+                f"longer than the {willing:.0f} s this call will wait; run it later, or space "
                 "out the tasks that share this API key",
                 retry_after=error.retry_after,
                 path=error.path,
@@ -134,9 +136,10 @@ def call_with_retries(
         try:
             return attempt_once(max(policy.deadline - elapsed, 0.001))
         except LocalLeadsError as error:
-            wait = policy.next_wait(attempt, error, time.monotonic() - start)
+            elapsed = time.monotonic() - start
+            wait = policy.next_wait(attempt, error, elapsed)
             if wait is None:
-                raise policy.final_error(error, attempt) from error.__cause__
+                raise policy.final_error(error, attempt, elapsed) from error.__cause__
             _log_retry(log, error, attempt, policy, wait)
             sleep(wait)
 
@@ -156,8 +159,9 @@ async def acall_with_retries(
         try:
             return await attempt_once(max(policy.deadline - (loop.time() - start), 0.001))
         except LocalLeadsError as error:
-            wait = policy.next_wait(attempt, error, loop.time() - start)
+            elapsed = loop.time() - start
+            wait = policy.next_wait(attempt, error, elapsed)
             if wait is None:
-                raise policy.final_error(error, attempt) from error.__cause__
+                raise policy.final_error(error, attempt, elapsed) from error.__cause__
             _log_retry(log, error, attempt, policy, wait)
             await asyncio.sleep(wait)

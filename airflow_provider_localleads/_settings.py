@@ -73,7 +73,7 @@ def _max_retries(conn_id: str, value: object) -> int | None:
     number: int | None = None
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
-    elif isinstance(value, str) and value.strip().isdigit():
+    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         number = int(value.strip())
     elif isinstance(value, float) and value.is_integer():
         number = int(value)
@@ -108,6 +108,12 @@ def _base_url(conn_id: str, host: str | None, schema: str | None, port: int | No
         raw = f"{scheme}://{raw}"
     try:
         parts = urlsplit(raw)
+    except ValueError as err:
+        raise _error(conn_id, f"host is not a valid URL ({err})") from None
+    if "@" in parts.netloc:
+        # Checked first, so that a key pasted into the URL is never quoted back in an error.
+        raise _error(conn_id, "host must not contain credentials; put the API key in the password field")
+    try:
         url_port = parts.port
     except ValueError as err:
         raise _error(conn_id, f"host {raw!r} is not a valid URL ({err})") from None
@@ -115,8 +121,6 @@ def _base_url(conn_id: str, host: str | None, schema: str | None, port: int | No
         raise _error(conn_id, f"host must use https:// (or http:// for a local sandbox), got {parts.scheme}://")
     if not parts.hostname:
         raise _error(conn_id, f"host {raw!r} has no host name; use e.g. {PRODUCTION_BASE_URL}")
-    if parts.username or parts.password:
-        raise _error(conn_id, "host must not contain credentials; put the API key in the password field")
     if parts.query or parts.fragment:
         raise _error(conn_id, f"host must be a base URL without query or fragment, e.g. {PRODUCTION_BASE_URL}")
     netloc = parts.netloc
@@ -172,13 +176,15 @@ def settings_from_connection(
     conn_timeout = _timeout(conn_id, normalised.get("timeout"))
     chosen_timeout = timeout if timeout is not None else conn_timeout
     if chosen_timeout is not None and not (math.isfinite(chosen_timeout) and chosen_timeout > 0):
-        raise LocalLeadsConfigurationError(f"timeout must be a positive number of seconds, got {chosen_timeout!r}")
+        raise _error(conn_id, f"timeout must be a positive number of seconds, got {chosen_timeout!r}")
     conn_retries = _max_retries(conn_id, normalised.get("max_retries"))
     chosen_retries = max_retries if max_retries is not None else conn_retries
     if chosen_retries is not None and not (
-        isinstance(chosen_retries, int) and not isinstance(chosen_retries, bool) and chosen_retries >= 0
+        isinstance(chosen_retries, int)
+        and not isinstance(chosen_retries, bool)
+        and 0 <= chosen_retries <= MAX_MAX_RETRIES
     ):
-        raise LocalLeadsConfigurationError(f"max_retries must be a whole number >= 0, got {chosen_retries!r}")
+        raise _error(conn_id, f"max_retries must be a whole number from 0 to {MAX_MAX_RETRIES}, got {chosen_retries!r}")
 
     return ConnectionSettings(
         conn_id=conn_id,

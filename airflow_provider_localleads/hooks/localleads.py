@@ -234,7 +234,7 @@ class LocalLeadsHook(BaseHook):
     def _read_body(response: requests.Response, path: str, deadline: float) -> bytes:
         """Read the body, at most MAX_BODY_BYTES, giving up at ``deadline`` (monotonic)."""
         declared = response.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
             raise LocalLeadsResponseError(
                 f"The LocalLeads API announced a {int(declared)}-byte answer, more than the "
                 f"{MAX_BODY_BYTES} bytes this provider reads; check the connection's host",
