@@ -28,7 +28,9 @@ class CreditsSensor(BaseSensorOperator):
 
     With ``deferrable=True`` (default: ``[operators] default_deferrable``) the balance is checked
     once on the worker, then the wait moves to the triggerer (:class:`CreditsTrigger`), which holds
-    no worker slot; the sensor's ``timeout`` still applies.
+    no worker slot; the sensor's ``timeout`` still applies. In deferrable mode the trigger polls
+    every ``poke_interval`` seconds: ``exponential_backoff`` is not applied there (all triggers on
+    one connection and interval share one poll in the triggerer, which needs a fixed interval).
 
     :param estimated_cost: credits needed (templated; must render to a whole number >= 0).
     :param localleads_conn_id: Airflow connection of type ``localleads``.
@@ -88,8 +90,7 @@ class CreditsSensor(BaseSensorOperator):
         if not self.deferrable:
             return super().execute(context)
         # Check once here: if the credits are already there, no trip through the triggerer.
-        cost = parse_estimated_cost(self.estimated_cost, task_id=self.task_id)
-        first = self.poke(context)
+        cost, first = self._first_check(context)
         if first.is_done:
             return first.xcom_value
         from airflow_provider_localleads.triggers.credits import CreditsTrigger
@@ -106,6 +107,35 @@ class CreditsSensor(BaseSensorOperator):
             timeout=timedelta(seconds=timeout),
         )
         return None  # unreachable: defer() raises
+
+    def _first_check(self, context: Context) -> tuple[int, PokeReturnValue]:
+        """The deferrable path's first poke, with soft_fail/never_fail applied as in poke mode.
+
+        ``BaseSensorOperator.execute`` maps errors to skips for soft_fail/never_fail; this check runs
+        outside it, so it applies the same rules itself (a wrong key with soft_fail=True skips in
+        every mode, not only in poke and reschedule mode).
+        """
+        from airflow.providers.common.compat.sdk import (
+            AirflowFailException,
+            AirflowSensorTimeout,
+            AirflowSkipException,
+        )
+
+        never_fail = getattr(self, "never_fail", False)
+        try:
+            return parse_estimated_cost(self.estimated_cost, task_id=self.task_id), self.poke(context)
+        except AirflowSkipException:
+            raise
+        except (AirflowSensorTimeout, AirflowFailException) as err:
+            if self.soft_fail:
+                raise AirflowSkipException("Skipping due to soft_fail is set to True.") from err
+            if never_fail:
+                raise AirflowSkipException("Skipping due to never_fail is set to True.") from err
+            raise
+        except Exception as err:
+            if never_fail:
+                raise AirflowSkipException("Skipping due to never_fail is set to True.") from err
+            raise
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired. Anything but a well-formed success fails (never a silent pass)."""

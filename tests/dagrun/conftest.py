@@ -1,0 +1,353 @@
+"""Real DAG runs against the sandbox: database set-up, running a DAG, reading what it left behind.
+
+Everything that differs between Airflow 2.11 and 3.x for these tests is in this file, behind
+``_airflow_v3()``, so the test modules themselves are version-neutral (checked on 3.3.2 and 2.11.2):
+
+* **Running a DAG built inside a test.** On 3.x ``dag.test()`` only runs DAGs that are serialized
+  in the metadata database, so :func:`_run_dag` first writes it with
+  ``airflow.dag_processing.dagbag.DagBag().bag_dag(dag)`` + ``sync_bag_to_db(bag, "dags-folder",
+  None)`` (after registering the bundle row). 3.x's ``dag.test()`` also re-parses the whole
+  ``dags-folder`` bundle on every call; for these tests that bundle is pointed at an empty
+  directory (only while ``run_dag`` runs) so the example DAGs written by others are neither
+  parsed over and over nor able to break these runs. On 2.11 ``dag.test()`` takes the DAG as is.
+* **Reading results** (task states, try numbers, XComs, rendered fields) goes through model APIs
+  that exist on both lines: ``DagRun.get_task_instances()``, ``TaskInstance.xcom_pull()`` and
+  ``RenderedTaskInstanceFields.get_templated_fields()``. Reschedule records are keyed by the task
+  instance's id on 3.x and by (dag_id, task_id, run_id) on 2.11 (``reschedule_count``).
+* **Why a task failed**: ``dag.test()`` only logs the exception. Tests hang a recorder on
+  ``on_failure_callback``/``on_retry_callback`` (it runs in-process under ``dag.test()`` on both
+  lines) and get the exception object itself, with its type and message.
+* **What was logged**: 3.x task/trigger logs are structlog lines on stdout, 2.11's go through stdlib
+  logging; ``task_log`` reads both.
+* **The metadata database**: ``airflow.utils.db.initdb()`` in-process once per session (what
+  ``airflow db migrate`` does on an empty database, without a second interpreter start).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from airflow_provider_localleads.sandbox import BALANCE_PATH, SandboxServer
+
+CONN_ID = "localleads_default"
+START_DATE = datetime(2024, 1, 1, tzinfo=UTC)
+#: An empty directory used as the ``dags-folder`` bundle while a test DAG runs (Airflow 3.x only).
+_EMPTY_DAGS_FOLDER = tempfile.mkdtemp(prefix="localleads-dagrun-empty-bundle-")
+
+
+def _airflow_v3() -> bool:
+    from airflow import __version__
+    from packaging.version import Version
+
+    return Version(Version(__version__).base_version) >= Version("3.0.0")
+
+
+# --------------------------------------------------------------------------------------------------
+# Session set-up
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """Create the (fresh, per-session SQLite) metadata database once (``airflow db migrate``), then
+    run one trivial DAG: the first ``dag.test()`` of a process pays seconds of start-up (on 3.x the
+    in-process execution API), which would otherwise distort the first test's timings."""
+    from airflow.providers.common.compat.sdk import DAG, BaseOperator
+    from airflow.utils.db import initdb
+
+    initdb()
+
+    class WarmUp(BaseOperator):
+        def execute(self, context: Any) -> None:
+            return None
+
+    with DAG("localleads_dagrun_warm_up", schedule=None, start_date=START_DATE, catchup=False) as dag:
+        WarmUp(task_id="warm_up")
+    assert _run_dag(dag) == {"warm_up": "success"}
+
+
+# --------------------------------------------------------------------------------------------------
+# Running a DAG
+# --------------------------------------------------------------------------------------------------
+
+
+class DagRunResult(dict[str, str]):
+    """``{task_id: state}`` of a finished run, plus the DagRun, task instances and their XComs."""
+
+    def __init__(self, dag_run: Any, elapsed: float) -> None:
+        self.dag_run = dag_run
+        self.elapsed = elapsed
+        self.tis = {ti.task_id: ti for ti in dag_run.get_task_instances()}
+        super().__init__({task_id: _state(ti.state) for task_id, ti in self.tis.items()})
+
+    @property
+    def state(self) -> str:
+        return _state(self.dag_run.state)
+
+    def try_number(self, task_id: str) -> int:
+        return int(self.tis[task_id].try_number)
+
+    def xcom(self, task_id: str, key: str = "return_value") -> Any:
+        return self.tis[task_id].xcom_pull(task_ids=task_id, key=key)
+
+    def rendered_fields(self, task_id: str) -> dict[str, Any] | None:
+        from airflow.models.renderedtifields import RenderedTaskInstanceFields
+
+        return RenderedTaskInstanceFields.get_templated_fields(self.tis[task_id])  # type: ignore[no-any-return]
+
+    def reschedule_count(self, task_id: str) -> int:
+        """How often ``task_id`` was rescheduled (``mode="reschedule"``) in this run."""
+        from airflow.models.taskreschedule import TaskReschedule
+        from airflow.utils.session import create_session
+        from sqlalchemy import func, select
+
+        ti = self.tis[task_id]
+        if _airflow_v3():  # 3.x keys reschedules by the task instance's id
+            where = [TaskReschedule.ti_id == ti.id]
+        else:
+            where = [
+                TaskReschedule.dag_id == ti.dag_id,
+                TaskReschedule.task_id == ti.task_id,
+                TaskReschedule.run_id == ti.run_id,
+            ]
+        with create_session() as session:
+            return int(session.scalar(select(func.count()).select_from(TaskReschedule).where(*where)) or 0)
+
+
+def _state(value: Any) -> str:
+    """TaskInstanceState/DagRunState enum or plain string (or None) as a plain string."""
+    return str(getattr(value, "value", value))
+
+
+@contextlib.contextmanager
+def _private_dags_folder_bundle() -> Iterator[None]:
+    """Airflow 3.x: point the ``dags-folder`` bundle at an empty directory while a test DAG runs."""
+    name = "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"
+    old = os.environ.get(name)
+    os.environ[name] = json.dumps(
+        [
+            {
+                "name": "dags-folder",
+                "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+                "kwargs": {"path": _EMPTY_DAGS_FOLDER},
+            }
+        ]
+    )
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+def _run_dag(dag: Any, conf: dict[str, Any] | None = None) -> DagRunResult:
+    started = time.monotonic()
+    if _airflow_v3():
+        from airflow.dag_processing.bundles.manager import DagBundlesManager
+        from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+        with _private_dags_folder_bundle():
+            DagBundlesManager().sync_bundles_to_db()
+            bag = DagBag(dag_folder=_EMPTY_DAGS_FOLDER, collect_dags=False)
+            bag.bag_dag(dag)
+            sync_bag_to_db(bag, "dags-folder", None)
+            dag_run = dag.test(run_conf=conf)
+    else:  # Airflow 2.11: dag.test() writes what it needs itself
+        dag_run = dag.test(run_conf=conf)
+    return DagRunResult(dag_run, time.monotonic() - started)
+
+
+@pytest.fixture
+def run_dag(airflow_db: None) -> Callable[..., DagRunResult]:
+    """``run_dag(dag, conf=None) -> DagRunResult`` (a ``{task_id: state}`` dict with extras)."""
+    return _run_dag
+
+
+@pytest.fixture
+def make_dag(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """``with make_dag(params=...) as dag:`` a manual-only DAG whose id is unique to the test."""
+    from airflow.providers.common.compat.sdk import DAG
+
+    dag_id = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name).strip("_")[:200]
+
+    def make(suffix: str = "", **kwargs: Any) -> Any:
+        kwargs.setdefault("schedule", None)
+        kwargs.setdefault("start_date", START_DATE)
+        kwargs.setdefault("catchup", False)
+        return DAG(dag_id + suffix, **kwargs)
+
+    return make
+
+
+# --------------------------------------------------------------------------------------------------
+# Why tasks failed
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FailureRecorder:
+    """Pass ``on_failure_callback=rec.on_failure, on_retry_callback=rec.on_retry`` to a task."""
+
+    failures: dict[str, list[BaseException]] = field(default_factory=dict)
+    retries: dict[str, list[BaseException]] = field(default_factory=dict)
+
+    def on_failure(self, context: Any) -> None:
+        self.failures.setdefault(context["ti"].task_id, []).append(context.get("exception"))
+
+    def on_retry(self, context: Any) -> None:
+        self.retries.setdefault(context["ti"].task_id, []).append(context.get("exception"))
+
+    def error(self, task_id: str) -> BaseException:
+        """The exception that finally failed ``task_id`` (exactly one must have been recorded)."""
+        errors = self.failures.get(task_id, [])
+        assert len(errors) == 1, f"expected one failure of {task_id!r}, got {errors!r}"
+        assert errors[0] is not None, f"failure of {task_id!r} recorded without an exception"
+        return errors[0]
+
+    def callbacks(self) -> dict[str, Any]:
+        return {"on_failure_callback": self.on_failure, "on_retry_callback": self.on_retry}
+
+
+@pytest.fixture
+def failures() -> FailureRecorder:
+    return FailureRecorder()
+
+
+# --------------------------------------------------------------------------------------------------
+# What the tasks logged
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def task_log(capfd: pytest.CaptureFixture[str]) -> Iterator[Callable[[], str]]:
+    """``task_log()``: everything the run's tasks and triggers logged so far in this test.
+
+    3.x task and trigger logs are structlog lines on stdout (read through ``capfd``); 2.11 logs through
+    stdlib logging, to ``airflow.task`` (which does not propagate) and, for triggers, the root logger,
+    whose handlers were bound to streams before this test began, so a handler is attached to both.
+    """
+    import io
+    import logging
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setLevel(logging.DEBUG)
+    loggers = [logging.getLogger("airflow.task"), logging.getLogger()]
+    for logger in loggers:
+        logger.addHandler(handler)
+    collected: list[str] = []
+
+    def read() -> str:
+        captured = capfd.readouterr()
+        collected.append(captured.out + captured.err)
+        return "".join(collected) + stream.getvalue()
+
+    try:
+        yield read
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+
+
+# --------------------------------------------------------------------------------------------------
+# Sandbox connections
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SandboxConn:
+    """Points ``localleads_default`` (or another id) at a sandbox, with chosen extras or key."""
+
+    sandbox: SandboxServer
+    monkeypatch: pytest.MonkeyPatch
+
+    @staticmethod
+    def env_var(conn_id: str = CONN_ID) -> str:
+        return f"AIRFLOW_CONN_{conn_id.upper()}"
+
+    def conn_json(
+        self,
+        *,
+        sandbox: SandboxServer | None = None,
+        api_key: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> str:
+        conn = json.loads((sandbox or self.sandbox).connection_json(extra=extra))
+        if api_key is not None:
+            conn["password"] = api_key
+        return json.dumps(conn)
+
+    def set(
+        self,
+        *,
+        sandbox: SandboxServer | None = None,
+        api_key: str | None = None,
+        extra: dict[str, Any] | None = None,
+        conn_id: str = CONN_ID,
+    ) -> str:
+        """Set ``AIRFLOW_CONN_<ID>`` for this test (restored afterwards); returns the conn id."""
+        self.monkeypatch.setenv(self.env_var(conn_id), self.conn_json(sandbox=sandbox, api_key=api_key, extra=extra))
+        return conn_id
+
+    def balance_requests(self, sandbox: SandboxServer | None = None) -> int:
+        return (sandbox or self.sandbox).request_count(BALANCE_PATH)
+
+
+@pytest.fixture
+def sandbox_conn(localleads_sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch) -> SandboxConn:
+    """The sandbox fixture plus connection control; by default one hook retry (fast: 0.25-0.5 s)."""
+    conn = SandboxConn(localleads_sandbox, monkeypatch)
+    conn.set(extra={"max_retries": 1})
+    return conn
+
+
+# --------------------------------------------------------------------------------------------------
+# Changing the world while a DAG runs
+# --------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def once_polled(
+    sandbox: SandboxServer, delay: float, action: Callable[[], Any], *, after_requests: int = 1
+) -> Iterator[threading.Thread]:
+    """Run ``action`` ``delay`` s after the sandbox saw its ``after_requests``-th balance request.
+
+    Timed from the task's first request, not from when ``dag.test()`` was called, so the start-up of
+    the run (seconds for the first run of a session) cannot eat the wait.
+    """
+    stop = threading.Event()
+
+    def watch() -> None:
+        while sandbox.request_count(BALANCE_PATH) < after_requests:
+            if stop.wait(0.01):
+                return
+        if not stop.wait(delay):
+            action()
+
+    thread = threading.Thread(target=watch, name="localleads-test-later", daemon=True)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+@pytest.fixture
+def when_polled() -> Callable[..., contextlib.AbstractContextManager[threading.Thread]]:
+    """``with when_polled(sandbox, 1.5, lambda: sandbox.top_up(100)): run_dag(dag)``."""
+    return once_polled
