@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENVS = ROOT / ".venvs"
 # The newest release of each Airflow line we support; the first one also runs the demo.
-AIRFLOW_VERSIONS = ["3.3.2"]
+AIRFLOW_VERSIONS = ["3.3.2", "2.11.2"]
 UV_VERSION = "uv>=0.5"
 
 

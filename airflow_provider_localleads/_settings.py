@@ -87,8 +87,9 @@ def _flag(conn_id: str, name: str, value: object) -> bool:
         return False
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "y"):
+        # "y": what Airflow 2.11's Test button sends for a checked wtforms BooleanField.
+        return value.strip().lower() in ("true", "y")
     raise _error(conn_id, f"extra {name!r} must be true or false, got {value!r}")
 
 
