@@ -3,6 +3,19 @@
 Shared by the synchronous (requests) and asynchronous (httpx) paths so both judge answers the same
 way. Error messages quote at most a short, whitespace-collapsed excerpt of what the server said,
 passed through ``redact`` so that a server echoing the API key back cannot leak it into logs.
+
+:func:`parse_balance` and :func:`parse_transaction_page` are the whole path from bytes to a model
+that the hook uses: whatever the bytes, the result is a valid model or a ``LocalLeadsError`` (never
+a ``KeyError``/``TypeError``/bare ``ValueError``). What they decide, beyond the models' own checks:
+
+* The ``Content-Type`` is not trusted either way: the body is judged on what it is (a JSON object
+  labelled ``text/plain`` is accepted; an HTML page labelled ``application/json`` is refused).
+* Lone UTF-16 surrogates (``"\\ud800"`` escapes) in any string become U+FFFD, so a model can always be
+  encoded, logged and stored; NUL characters are valid JSON text and are kept.
+* A page whose ``meta.offset`` is not the offset asked for, with more items than the limit asked
+  for, out of order (not newest first) or with the same id twice is refused: paging over it could
+  skip or repeat transactions.
+* Field errors carry the HTTP status and the request id, like every other error.
 """
 
 from __future__ import annotations
@@ -10,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_localleads._retry import parse_retry_after
 from airflow_provider_localleads.exceptions import (
@@ -22,6 +35,9 @@ from airflow_provider_localleads.exceptions import (
     LocalLeadsServerError,
 )
 
+if TYPE_CHECKING:
+    from airflow_provider_localleads.models import CreditBalance, TransactionPage
+
 #: Headers that carry the server's (or its CDN's) request id, quoted in errors for support tickets.
 REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-amzn-requestid", "cf-ray")
 #: The most a response body may hold; a page of 100 transactions is ~25 KB.
@@ -29,6 +45,9 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 
 _WHITESPACE = re.compile(r"\s+")
 _TAGS = re.compile(r"<[^>]{0,200}>")
+#: A JSON escape that can produce a UTF-16 surrogate (paired ones are combined by the parser).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def request_id_from(headers: Mapping[str, str]) -> str | None:
@@ -54,10 +73,41 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a valid JSON number")
 
 
+def _without_lone_surrogates(value: Any) -> Any:
+    """``value`` with U+FFFD for every lone surrogate in its strings (keys included); iterative, so
+    that a deeply nested document cannot exhaust the stack here."""
+
+    def fix(item: Any) -> Any:
+        return _SURROGATE.sub("\ufffd", item) if isinstance(item, str) else item
+
+    root: list[Any] = [value]
+    stack: list[tuple[Any, Any]] = [(root, 0)]
+    while stack:
+        container, key = stack.pop()
+        item = container[key]
+        if isinstance(item, str):
+            container[key] = fix(item)
+        elif isinstance(item, list):
+            stack.extend((item, i) for i in range(len(item)))
+        elif isinstance(item, dict):
+            fixed = {fix(k): v for k, v in item.items()}
+            item.clear()
+            item.update(fixed)
+            stack.extend((item, k) for k in item)
+    return root[0]
+
+
 def decode_json(body: bytes) -> Any:
-    """Parse JSON strictly: UTF-8 (a BOM is tolerated), no NaN/Infinity. Raises ValueError."""
+    """Parse JSON strictly: UTF-8 (a BOM is tolerated), no NaN/Infinity. Raises ValueError.
+
+    Lone surrogates (from ``\\udXXX`` escapes) are replaced by U+FFFD: Python would accept them but
+    they cannot be encoded as UTF-8, so logging or storing such a string later would crash.
+    """
     text = body.decode("utf-8-sig")
-    return json.loads(text, parse_constant=_reject_constant)
+    parsed = json.loads(text, parse_constant=_reject_constant)
+    if _SURROGATE_ESCAPE.search(text):
+        parsed = _without_lone_surrogates(parsed)
+    return parsed
 
 
 def _server_message(parsed: Any, body: bytes, redact: Callable[[str], str]) -> str:
@@ -84,6 +134,9 @@ def interpret_response(
 ) -> dict[str, Any]:
     """Return the JSON object of a successful answer, or raise the LocalLeadsError it deserves."""
     request_id = request_id_from(headers)
+    if request_id is not None:
+        # A header is the server's text too: a proxy echoing the Authorization header must not leak it.
+        request_id = redact(request_id)
     context: dict[str, Any] = {"path": path, "status_code": status, "request_id": request_id}
     parsed: Any = None
     json_ok = False
@@ -161,3 +214,132 @@ def interpret_response(
             **context,
         )
     raise error
+
+
+def _with_context(
+    err: LocalLeadsResponseError, *, path: str, status: int, headers: Mapping[str, str], redact: Callable[[str], str]
+) -> LocalLeadsResponseError:
+    """A model's field error re-raised with the HTTP status and request id (models only know the path)."""
+    message = str(err)
+    suffix = f" [GET {path}]"
+    if message.endswith(suffix):
+        message = message[: -len(suffix)]
+    request_id = request_id_from(headers)
+    return LocalLeadsResponseError(
+        redact(message), path=path, status_code=status, request_id=None if request_id is None else redact(request_id)
+    )
+
+
+def _out_of_range(err: Exception, path: str) -> LocalLeadsResponseError:
+    """A value the models accepted as text but Python cannot represent (e.g. a timestamp in year 1
+    with a positive offset: converting it to UTC overflows)."""
+    return LocalLeadsResponseError(
+        f"Unexpected response from the LocalLeads API: a value is out of range ({type(err).__name__}: "
+        f"{str(err)[:80]}); check the host in the connection",
+        path=path,
+    )
+
+
+def parse_balance(
+    status: int, headers: Mapping[str, str], body: bytes, *, path: str, redact: Callable[[str], str]
+) -> CreditBalance:
+    """Bytes to :class:`CreditBalance` (what ``get_balance`` and ``aget_balance`` return), or a LocalLeadsError."""
+    from airflow_provider_localleads.models import CreditBalance
+
+    parsed = interpret_response(status, headers, body, path=path, redact=redact)
+    try:
+        balance = CreditBalance.from_api(parsed.get("data"), path=path)
+    except LocalLeadsResponseError as err:
+        raise _with_context(err, path=path, status=status, headers=headers, redact=redact) from None
+    except (OverflowError, ValueError) as err:
+        raise _with_context(
+            _out_of_range(err, path), path=path, status=status, headers=headers, redact=redact
+        ) from None
+    try:
+        # Computed from lastResetAt by every consumer (summary, to_dict, XCom): prove it can be.
+        balance.next_reset_at  # noqa: B018
+    except (ValueError, OverflowError):
+        raise _with_context(
+            LocalLeadsResponseError(
+                "Unexpected response from the LocalLeads API: data.lastResetAt "
+                f"{balance.last_reset_at.isoformat()} is too close to the end of the calendar to compute the "
+                "next reset; check the host in the connection",
+                path=path,
+            ),
+            path=path,
+            status=status,
+            headers=headers,
+            redact=redact,
+        ) from None
+    return balance
+
+
+def parse_transaction_page(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    path: str,
+    redact: Callable[[str], str],
+    limit: int,
+    offset: int,
+) -> TransactionPage:
+    """Bytes to :class:`TransactionPage` for a request of ``limit``/``offset``, or a LocalLeadsError.
+
+    Beyond the model's checks, the page must be the one asked for: ``meta.offset`` equal to the
+    offset sent (a proxy or cache that drops the query string would otherwise make a listing loop
+    or repeat), no more items than the limit sent, newest first, and no id twice (refused rather than
+    de-duplicated: a page that contradicts itself cannot be paged exactly once). ``meta.total`` is
+    taken as the API's estimate; a total smaller than the page is accepted (totals and pages may
+    be counted at different moments) and ``iter_transactions`` does not rely on it to stop.
+    """
+    from airflow_provider_localleads.models import TransactionPage
+
+    parsed = interpret_response(status, headers, body, path=path, redact=redact)
+    try:
+        page = TransactionPage.from_api(parsed.get("data"), parsed.get("meta"), path=path)
+    except LocalLeadsResponseError as err:
+        raise _with_context(err, path=path, status=status, headers=headers, redact=redact) from None
+    except (OverflowError, ValueError) as err:
+        raise _with_context(
+            _out_of_range(err, path), path=path, status=status, headers=headers, redact=redact
+        ) from None
+    problem = None
+    if page.offset != offset:
+        problem = (
+            f"meta.offset is {page.offset} but offset={offset} was asked for; a proxy or cache may be "
+            "dropping the query string"
+        )
+    elif len(page.items) > limit:
+        problem = f"the page holds {len(page.items)} transactions but limit={limit} was asked for"
+    else:
+        for i, (newer, older) in enumerate(zip(page.items, page.items[1:], strict=False)):
+            if older.created_at > newer.created_at:
+                problem = (
+                    f"data[{i + 1}] ({excerpt(older.id, redact, 60)!r}) is newer than data[{i}] before it: the page "
+                    "is out of order (the API lists newest first), so the history cannot be listed reliably"
+                )
+                break
+    if problem is None:
+        seen: set[str] = set()
+        for item in page.items:
+            if item.id in seen:
+                problem = (
+                    f"transaction id {excerpt(item.id, redact, 60)!r} appears twice in one page, so the "
+                    "history cannot be listed exactly once"
+                )
+                break
+            seen.add(item.id)
+    if problem is not None:
+        raise _with_context(
+            LocalLeadsResponseError(
+                f"Unexpected response from the LocalLeads API: {problem}. Check the host in the connection; "
+                "if it is right, report this to LocalLeads with the request id",
+                path=path,
+            ),
+            path=path,
+            status=status,
+            headers=headers,
+            redact=redact,
+        ) from None
+    return page

@@ -1,32 +1,51 @@
 """LocalLeadsHook: authenticated, retried, typed access to the LocalLeads Credits API.
 
 One ``requests.Session`` per hook keeps the TCP/TLS connection open across calls. Every request
-has a finite connect and read timeout and a wall-clock budget (a server that drips one byte a
-second still ends), a cap on the body size, and goes through one retry policy
-(:mod:`airflow_provider_localleads._retry`). Answers are parsed into frozen dataclasses
-(:mod:`airflow_provider_localleads.models`) or raise a typed
+goes through one retry policy (:mod:`airflow_provider_localleads._retry`) and every attempt has a
+hard wall-clock budget: requests' read timeout starts again with every byte received, so a server
+that drips one byte a second (even while sending the status line and headers) would otherwise hold
+a worker for hours. A watchdog timer shuts the attempt's socket down when the budget runs out (see
+:class:`_AttemptDeadline`); bodies are capped at ``MAX_BODY_BYTES`` (announced or streamed). Answers
+are parsed into frozen dataclasses (:mod:`airflow_provider_localleads.models`) or raise a typed
 :class:`~airflow_provider_localleads.exceptions.LocalLeadsError`.
 
 The API key is only ever placed in the ``Authorization`` header, by an auth object that also
 prevents ``~/.netrc`` from replacing it; redirects are never followed, so the header cannot be
-sent to another origin. Nothing is looked up or sent until a method is called: constructing the
-hook at DAG-parse time is free.
+sent to another origin. Exceptions chained under ours are stripped of the request they carried
+(its headers hold the key). Nothing is looked up or sent until a method is called: constructing
+the hook at DAG-parse time is free.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
+import contextlib
+import http.client
+import logging
+import socket
+import ssl
+import threading
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
+from datetime import datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import requests
+import urllib3
 from airflow.providers.common.compat.sdk import BaseHook
+from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from airflow_provider_localleads import CONN_FIELDS, UI_FIELD_BEHAVIOUR, __version__
-from airflow_provider_localleads._responses import MAX_BODY_BYTES, interpret_response
+from airflow_provider_localleads._responses import (
+    MAX_BODY_BYTES,
+    excerpt,
+    parse_balance,
+    parse_transaction_page,
+)
 from airflow_provider_localleads._retry import RetryPolicy, acall_with_retries, call_with_retries
 from airflow_provider_localleads._settings import ConnectionSettings, settings_from_connection
 from airflow_provider_localleads.exceptions import (
@@ -44,8 +63,15 @@ BALANCE_PATH = "/api/v1/credits/balance"
 TRANSACTIONS_PATH = "/api/v1/credits/transactions"
 MAX_PAGE_SIZE = 100
 USER_AGENT = f"airflow-provider-localleads/{__version__}"
-# How many extra reads iter_transactions may spend re-finding its place after the history moved.
-_MAX_RELOCATIONS_PER_PAGE = 8
+#: How many reads in a row iter_transactions may spend re-finding its place after the history moved.
+_MAX_RELOCATIONS = 24
+#: How many ids sharing the last yielded createdAt iter_transactions remembers (its only per-history memory).
+_MAX_TIE_IDS = 10_000
+_READ_CHUNK = 65536
+
+T = TypeVar("T")
+#: Turns (status, headers, body) into the call's result or raises a LocalLeadsError.
+_Parse = Callable[[int, Mapping[str, str], bytes], T]
 
 
 class _BearerAuth(AuthBase):
@@ -76,6 +102,246 @@ def _validate_offset(value: object) -> int:
     if type(value) is not int or value < 0:
         raise ValueError(f"offset must be a whole number >= 0, got {value!r}")
     return value
+
+
+# ---------------------------------------------------------------------------------------------- transport
+
+
+class _KeyRedactingFilter(logging.Filter):
+    """Removes the API keys this process uses from the HTTP libraries' own log records.
+
+    httpcore logs the *response* headers at DEBUG: a proxy or server that echoes the
+    ``Authorization`` header back (into a header, or a body that gets logged) would otherwise put
+    the key into the log of whoever turned DEBUG on. Airflow masks connection passwords in task
+    logs, but not every handler is Airflow's, so the key is removed where the record is created.
+    Costs nothing unless those loggers are enabled at DEBUG.
+    """
+
+    LOGGERS = (
+        "httpx",
+        "httpcore.connection",
+        "httpcore.http11",
+        "httpcore.http2",
+        "httpcore.proxy",
+        "httpcore.socks",
+        "urllib3.connectionpool",
+        "urllib3.connection",
+        "urllib3.response",
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._keys: frozenset[str] = frozenset()
+        self._lock = threading.Lock()
+        self._installed = False
+
+    def register(self, key: str) -> None:
+        if key in self._keys and self._installed:
+            return
+        with self._lock:
+            self._keys = self._keys | {key}
+            if not self._installed:
+                for name in self.LOGGERS:
+                    logging.getLogger(name).addFilter(self)
+                self._installed = True
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        keys = self._keys
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken record is the logging module's business, not ours
+            return True
+        if any(key in message for key in keys):
+            for key in keys:
+                message = message.replace(key, "***")
+            record.msg, record.args = message, None
+        return True
+
+
+_REDACT_LOGS = _KeyRedactingFilter()
+
+
+class _AttemptDeadline:
+    """A hard wall-clock bound for one synchronous attempt.
+
+    Socket timeouts bound each ``recv``, not the attempt: a byte every few seconds keeps a read
+    alive forever, in the status line, the headers or the body. While an attempt runs, the pool's
+    connections (:class:`_WatchedHTTPConnection`) register each socket they use here; a timer
+    thread shuts those sockets down when the budget runs out, so the blocked read returns at once
+    and the attempt fails as a timeout. Registration keeps a duplicate of the socket's file
+    descriptor (``shutdown`` acts on the connection, whichever descriptor it is called through,
+    and TLS-wrapping the original detaches it): the duplicate is ours, closed when the attempt ends,
+    so the watchdog can never touch a descriptor the process has reused for something else.
+
+    Leaves nothing behind: ``__exit__`` stops and joins the timer thread and closes every duplicate.
+    A connection shut down this way is closed by urllib3 and replaced on the next request.
+    """
+
+    _current = threading.local()
+
+    def __init__(self, seconds: float) -> None:
+        self._lock = threading.Lock()
+        self._twins: list[socket.socket] = []
+        self._finished = False
+        self._previous: _AttemptDeadline | None = None
+        #: True once the budget ran out and the attempt's sockets were shut down.
+        self.expired = False
+        self._timer = threading.Timer(max(seconds, 0.0), self._expire)
+        self._timer.daemon = True
+        self._timer.name = "localleads-attempt-deadline"
+
+    @classmethod
+    def watch_current(cls, sock: socket.socket | None) -> None:
+        """Called by the connections: put ``sock`` under the running attempt's deadline (if any)."""
+        deadline: _AttemptDeadline | None = getattr(cls._current, "deadline", None)
+        if deadline is not None and sock is not None:
+            deadline.watch(sock)
+
+    def watch(self, sock: socket.socket) -> None:
+        fromfd = getattr(socket, "fromfd", None)
+        if fromfd is None:  # a platform without it: the per-read timeouts still apply
+            return
+        try:
+            twin = fromfd(sock.fileno(), sock.family, sock.type)
+        except (OSError, ValueError):
+            return  # already closed: nothing left to interrupt
+        with self._lock:
+            if not self._finished and not self.expired:
+                self._twins.append(twin)
+                return
+            expired = self.expired and not self._finished
+        if expired:
+            _shutdown(twin)
+        twin.close()
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._finished:
+                return
+            self.expired = True
+            for twin in self._twins:
+                _shutdown(twin)
+
+    def __enter__(self) -> _AttemptDeadline:
+        self._previous = getattr(self._current, "deadline", None)
+        self._current.deadline = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._current.deadline = self._previous
+        with self._lock:
+            self._finished = True
+            twins, self._twins = self._twins, []
+        self._timer.cancel()
+        self._timer.join()
+        for twin in twins:
+            twin.close()
+
+
+def _shutdown(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    """urllib3's connection, registering its socket with the running attempt's deadline."""
+
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _AttemptDeadline.watch_current(sock)  # before any TLS handshake: a dripping handshake is bounded too
+        return sock
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _AttemptDeadline.watch_current(self.sock)  # a pooled connection reused by this attempt
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _AttemptDeadline.watch_current(sock)
+        return sock
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _AttemptDeadline.watch_current(self.sock)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+_WATCHED_POOLS: dict[str, type[HTTPConnectionPool]] = {
+    "http": _WatchedHTTPConnectionPool,
+    "https": _WatchedHTTPSConnectionPool,
+}
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """requests' adapter, with pools whose connections obey :class:`_AttemptDeadline` (also via an HTTP proxy).
+
+    requests' own retries stay off (``max_retries=0``): the provider's retry policy is the only one.
+    """
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):  # SOCKS pools are their own classes: per-read timeouts only
+            manager.pool_classes_by_scheme = _WATCHED_POOLS
+        return manager
+
+
+def _strip_requests(err: BaseException) -> None:
+    """Drop the request/response objects that requests and httpx hang on their exceptions.
+
+    They hold the ``Authorization`` header; the exception itself is kept as our error's cause, for
+    its type and message, but must not carry the key into error trackers or pickles.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, requests.exceptions.RequestException):
+            current.request = None
+            current.response = None
+        elif hasattr(current, "_request"):  # httpx.RequestError
+            with contextlib.suppress(AttributeError, TypeError):
+                current._request = None
+        current = current.__cause__ or current.__context__
+
+
+def _is_tls_failure(err: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLError | ssl.CertificateError | requests.exceptions.SSLError):
+            return True
+        if isinstance(current, requests.exceptions.RequestException) and current.args:
+            inner = current.args[0]
+            if isinstance(inner, urllib3.exceptions.MaxRetryError) and isinstance(
+                inner.reason, urllib3.exceptions.SSLError | ssl.SSLError
+            ):
+                return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+_TRANSPORT_ERRORS = (
+    requests.exceptions.RequestException,
+    urllib3.exceptions.HTTPError,
+    http.client.HTTPException,
+    OSError,
+)
+_TIMEOUT_ERRORS = (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
 
 
 class LocalLeadsHook(BaseHook):
@@ -154,7 +420,11 @@ class LocalLeadsHook(BaseHook):
     # ------------------------------------------------------------------ settings & session
 
     def _settings_for(self, conn: Any) -> ConnectionSettings:
-        return settings_from_connection(conn, timeout=self._timeout_override, max_retries=self._max_retries_override)
+        settings = settings_from_connection(
+            conn, timeout=self._timeout_override, max_retries=self._max_retries_override
+        )
+        _REDACT_LOGS.register(settings.api_key)
+        return settings
 
     @cached_property
     def settings(self) -> ConnectionSettings:
@@ -171,6 +441,8 @@ class LocalLeadsHook(BaseHook):
         session = requests.Session()
         session.headers["User-Agent"] = USER_AGENT
         session.headers["Accept"] = "application/json"
+        for prefix in ("http://", "https://"):
+            session.mount(prefix, _WatchedAdapter())
         return session
 
     def close(self) -> None:
@@ -187,90 +459,117 @@ class LocalLeadsHook(BaseHook):
 
     # ------------------------------------------------------------------ HTTP (sync)
 
-    def _attempt(self, settings: ConnectionSettings, path: str, params: dict[str, int] | None, budget: float) -> Any:
-        """One GET: send, read a capped body within the time budget, interpret the answer."""
+    def _attempt(
+        self, settings: ConnectionSettings, path: str, params: dict[str, int] | None, budget: float, parse: _Parse[T]
+    ) -> T:
+        """One GET: send, read a capped body within the time budget, parse the answer.
+
+        ``budget`` (what is left of the call's deadline, at most connect + read timeout) bounds the
+        whole attempt by the wall clock, whatever the server does; see :class:`_AttemptDeadline`.
+        """
         budget = min(budget, settings.connect_timeout + settings.read_timeout)
-        started = time.monotonic()
+        deadline = _AttemptDeadline(budget)
+        reading = False
         try:
-            with self.session.get(
-                settings.base_url + path,
-                params=params,
-                auth=_BearerAuth(settings.api_key),
-                timeout=(min(settings.connect_timeout, budget), min(settings.read_timeout, budget)),
-                allow_redirects=False,
-                stream=True,
-            ) as response:
-                body = self._read_body(response, path, started + budget)
-                return interpret_response(
-                    response.status_code, response.headers, body, path=path, redact=settings.redact
-                )
+            with (
+                deadline,
+                self.session.get(
+                    settings.base_url + path,
+                    params=params,
+                    auth=_BearerAuth(settings.api_key),
+                    timeout=(min(settings.connect_timeout, budget), min(settings.read_timeout, budget)),
+                    allow_redirects=False,
+                    stream=True,
+                ) as response,
+            ):
+                reading = True
+                body = self._read_body(response, path, deadline)
+                status, headers = response.status_code, response.headers
         except LocalLeadsError:
             raise
-        except requests.exceptions.SSLError as err:
-            raise LocalLeadsTLSError(
-                f"TLS to {settings.base_url} failed ({type(err).__name__}); check the host name and the "
-                "certificate (or the REQUESTS_CA_BUNDLE of the workers)",
-                path=path,
+        except _TRANSPORT_ERRORS as err:
+            _strip_requests(err)
+            raise self._transport_error(
+                err, settings, path, budget, timed_out=deadline.expired, reading=reading, where="this worker"
             ) from err
-        except requests.exceptions.Timeout as err:
-            raise LocalLeadsConnectionError(
-                f"The LocalLeads API at {settings.base_url} did not answer within {budget:.1f} s "
-                f"({type(err).__name__}); it may be overloaded or unreachable from this worker",
-                path=path,
-            ) from err
-        except requests.exceptions.ConnectionError as err:
-            raise LocalLeadsConnectionError(
-                f"Could not reach the LocalLeads API at {settings.base_url} ({type(err).__name__}); check "
-                "the connection's host and that this worker can reach it (DNS, firewall, proxy)",
-                path=path,
-            ) from err
-        except requests.exceptions.RequestException as err:
-            raise LocalLeadsConnectionError(
-                f"The connection to {settings.base_url} broke while reading the answer ({type(err).__name__})",
-                path=path,
-            ) from err
+        return parse(status, headers, body)
 
     @staticmethod
-    def _read_body(response: requests.Response, path: str, deadline: float) -> bytes:
-        """Read the body, at most MAX_BODY_BYTES, giving up at ``deadline`` (monotonic)."""
-        declared = response.headers.get("Content-Length", "")
-        if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            raise LocalLeadsResponseError(
-                f"The LocalLeads API announced a {int(declared)}-byte answer, more than the "
-                f"{MAX_BODY_BYTES} bytes this provider reads; check the connection's host",
-                path=path,
-                status_code=response.status_code,
-            )
+    def _read_body(response: requests.Response, path: str, deadline: _AttemptDeadline) -> bytes:
+        """Read the body, at most MAX_BODY_BYTES (announced or received), before ``deadline`` expires.
+
+        Errors while reading (a body cut short, a reset, a stall) propagate as the transport's own
+        exceptions; ``_attempt`` turns them into LocalLeadsConnectionError.
+        """
+        _refuse_announced_oversize(response.headers, path, response.status_code)
         raw = response.raw
         chunks: list[bytes] = []
         size = 0
         while True:
-            if time.monotonic() > deadline:
-                raise LocalLeadsConnectionError(
-                    "The LocalLeads API sent its answer too slowly and the request ran out of time",
-                    path=path,
-                    status_code=response.status_code,
-                )
-            # read1 returns what has arrived instead of waiting for a full chunk, so the deadline
-            # is checked even against a server that drips one byte at a time.
-            chunk = raw.read1(65536, decode_content=True) if hasattr(raw, "read1") else raw.read(65536)
+            # read1 returns what has arrived instead of waiting for a full chunk (and bounds what
+            # one call may decompress), so the size cap applies as bytes arrive.
+            # (requests opens the raw stream with decoding off; iter_content would turn it on, so do we.)
+            if hasattr(raw, "read1"):
+                chunk = raw.read1(_READ_CHUNK, decode_content=True)
+            else:  # urllib3 < 2
+                chunk = raw.read(_READ_CHUNK, decode_content=True)
+            if deadline.expired:
+                # The watchdog cut the connection: what looks like the end of the body may be that cut.
+                raise TimeoutError("the attempt's deadline expired while the body was being read")
             if not chunk:
                 return b"".join(chunks)
             size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                raise LocalLeadsResponseError(
-                    f"The LocalLeads API answer is larger than the {MAX_BODY_BYTES} bytes this provider reads; "
-                    "check the connection's host",
-                    path=path,
-                    status_code=response.status_code,
-                )
+            _refuse_oversize(size, path, response.status_code)
             chunks.append(chunk)
 
-    def _get(self, path: str, params: dict[str, int] | None = None) -> dict[str, Any]:
+    @staticmethod
+    def _transport_error(
+        err: BaseException,
+        settings: ConnectionSettings,
+        path: str,
+        budget: float,
+        *,
+        timed_out: bool,
+        reading: bool,
+        where: str,
+    ) -> LocalLeadsError:
+        """The LocalLeadsError for a failure below HTTP (shared by the sync and async paths)."""
+        name = type(err).__name__
+        if timed_out or isinstance(err, _TIMEOUT_ERRORS):
+            if reading:
+                return LocalLeadsConnectionError(
+                    f"The LocalLeads API at {settings.base_url} sent its answer too slowly and the request ran "
+                    f"out of time ({budget:.1f} s, {name}); it may be overloaded, or a proxy is stalling",
+                    path=path,
+                )
+            return LocalLeadsConnectionError(
+                f"The LocalLeads API at {settings.base_url} did not answer within {budget:.1f} s ({name}); "
+                f"it may be overloaded or unreachable from {where}",
+                path=path,
+            )
+        if not reading and _is_tls_failure(err):
+            return LocalLeadsTLSError(
+                f"TLS to {settings.base_url} failed ({name}); check the host name and the certificate (or the "
+                "CA bundle of the workers, e.g. REQUESTS_CA_BUNDLE / SSL_CERT_FILE)",
+                path=path,
+            )
+        if reading:
+            return LocalLeadsConnectionError(
+                f"The connection to the LocalLeads API at {settings.base_url} broke while the answer was being "
+                f"read ({name}: the body was cut short or reset); this is usually temporary",
+                path=path,
+            )
+        return LocalLeadsConnectionError(
+            f"Could not reach the LocalLeads API at {settings.base_url}, or it hung up without answering "
+            f"({name}); check the connection's host and that {where} can reach it (DNS, firewall, proxy)",
+            path=path,
+        )
+
+    def _call(self, path: str, params: dict[str, int] | None, parse: _Parse[T]) -> T:
         settings = self.settings
-        return call_with_retries(  # type: ignore[no-any-return]
+        return call_with_retries(
             self._policy(settings),
-            lambda budget: self._attempt(settings, path, params, budget),
+            lambda budget: self._attempt(settings, path, params, budget, parse),
             log=self.log,
         )
 
@@ -278,85 +577,106 @@ class LocalLeadsHook(BaseHook):
 
     def get_balance(self) -> CreditBalance:
         """The organisation's current balance (``GET /api/v1/credits/balance``)."""
-        body = self._get(BALANCE_PATH)
-        return CreditBalance.from_api(body.get("data"), path=BALANCE_PATH)
+        settings = self.settings
+
+        def parse(status: int, headers: Mapping[str, str], body: bytes) -> CreditBalance:
+            return parse_balance(status, headers, body, path=BALANCE_PATH, redact=settings.redact)
+
+        return self._call(BALANCE_PATH, None, parse)
 
     def list_transactions(self, limit: int = 50, offset: int = 0) -> TransactionPage:
-        """One page of the credit history, newest first. ``limit`` is 1..100 (checked before sending)."""
+        """One page of the credit history, newest first. ``limit`` is 1..100 (checked before sending).
+
+        The page is the one asked for (``offset`` echoed in ``meta.offset``, at most ``limit``
+        items, newest first, no id twice) or a LocalLeadsResponseError is raised.
+        """
         params = {"limit": _validate_limit("limit", limit), "offset": _validate_offset(offset)}
-        body = self._get(TRANSACTIONS_PATH, params)
-        return TransactionPage.from_api(body.get("data"), body.get("meta"), path=TRANSACTIONS_PATH)
+        settings = self.settings
+
+        def parse(status: int, headers: Mapping[str, str], body: bytes) -> TransactionPage:
+            return parse_transaction_page(
+                status, headers, body, path=TRANSACTIONS_PATH, redact=settings.redact, limit=limit, offset=offset
+            )
+
+        return self._call(TRANSACTIONS_PATH, params, parse)
 
     def iter_transactions(self, page_size: int = MAX_PAGE_SIZE) -> Iterator[CreditTransaction]:
-        """Every transaction, newest first, each exactly once, one page in memory at a time.
+        """Every transaction, newest first, each at most once, one page in memory at a time.
 
-        The API pages by offset only, so a transaction added while we page pushes everything down
-        one place, and a deleted one pulls everything up. Each page after the first is read from
-        one place *before* where we expect to continue, so that it starts with the last
-        transaction we yielded (the anchor): finding the anchor further down means new
-        transactions arrived (skip past it); not finding it means the history moved, and we step
-        back or forward until the page straddles it, so nothing is skipped and nothing repeated.
-        Transactions newer than the first page are not part of this listing.
+        The API pages by offset only, so a transaction added while we page pushes the rest down
+        and a deleted one pulls it up. This listing keeps a cursor instead of trusting offsets:
+        the ``createdAt`` of the last transaction yielded and the ids yielded at exactly that
+        ``createdAt`` (ties). Each later page is read so that it starts with a transaction
+        strictly newer than the cursor (the one before the last yielded, or before its ties),
+        which proves nothing between the pages was skipped, whatever order the API gives equal
+        timestamps; if the history moved and it does not, the listing searches for its place
+        again (the change in ``meta.total`` as a first guess, then galloping and bisecting)
+        before yielding more. Within a page only transactions past the cursor are yielded.
+
+        What is promised, for a history that changes while it is listed:
+
+        * no transaction is yielded twice, and the order is newest first (``createdAt`` never
+          increases);
+        * a transaction present from the first request to the last is yielded exactly once;
+        * one deleted while listing is yielded at most once (it may be absent); one added while
+          listing is yielded at most once, and never if it is newer than the last transaction
+          yielded when it was added (new activity at the head is not part of this listing);
+        * if the history changes so fast that the place cannot be found again within
+          ``_MAX_RELOCATIONS`` reads, LocalLeadsResponseError says so: run the listing again.
+
+        Requests: ``1 + ceil((n - page_size) / min(page_size, 98))`` for ``n`` transactions with
+        distinct timestamps when nothing changes (later pages are read with ``page_size + 2``
+        items, two of them already seen, up to the API's limit of 100; with ties, the read grows
+        to hold them), plus a few per change (logarithmic in how far the history moved).
+        Memory: one page, plus the ids sharing the cursor's ``createdAt`` (at most
+        ``_MAX_TIE_IDS``; more ties than that is refused). Only if more than 98 transactions share
+        one ``createdAt`` must the API keep their relative order stable between requests.
         """
         page_size = _validate_limit("page_size", page_size)
-        page = self.list_transactions(limit=page_size, offset=0)
-        yield from page.items
-        if not page.items:
+        first = self._history_page(page_size, 0)
+        yield from first.items
+        if not first.items or _ends_history(first, 0, page_size):
             return
-        anchor = page.items[-1]
-        position = page.offset + len(page.items) - 1  # where we believe the anchor is
-        total = page.total
-        while position + 1 < total:
-            found, start = self._page_after(anchor, position, page_size)
-            if found is None:
-                return
-            fresh = found.items[start:]
-            position = found.offset + len(found.items) - 1
-            total = found.total
-            if not fresh:
-                return
-            yield from fresh
-            anchor = fresh[-1]
+        cursor = _HistoryCursor(first)
+        read_limit = cursor.read_limit(page_size)
+        offset = cursor.next_offset(read_limit)
+        search = _Relocation()
+        while True:
+            page = self._history_page(read_limit, offset)
+            items = page.items
+            if not items and offset == 0:
+                return  # everything was deleted
+            strict = cursor.strict(read_limit)
+            if items and (offset == 0 or cursor.safe_start(items[0], strict)):
+                # Nothing before this page is still to be yielded: take what is new in it.
+                fresh = [t for t in items if not cursor.done(t)]
+                last = _ends_history(page, offset, read_limit)
+                if fresh:
+                    yield from fresh
+                    if last:
+                        return
+                    cursor.advance(page, offset, fresh)
+                    read_limit = cursor.read_limit(page_size)
+                    offset = cursor.next_offset(read_limit)
+                    search = _Relocation()
+                    continue
+                if last:
+                    return
+                offset = search.next_offset(cursor, page, offset, read_limit, behind=True, strict=strict)
+            else:
+                # The page starts past the cursor (deletions before it, or we jumped too far).
+                offset = search.next_offset(cursor, page, offset, read_limit, behind=False, strict=strict)
+            if search.reads > _MAX_RELOCATIONS:
+                raise LocalLeadsResponseError(
+                    f"The transaction history changed too much while it was being listed: after {search.reads} "
+                    "reads the listing could not find its place again without risking a skipped transaction. "
+                    "Run the listing again (ideally when fewer transactions are being added or deleted)",
+                    path=TRANSACTIONS_PATH,
+                )
 
-    def _page_after(
-        self, anchor: CreditTransaction, position: int, page_size: int
-    ) -> tuple[TransactionPage | None, int]:
-        """Find a page that contains what comes right after ``anchor``; return it and that index."""
-        offset = position
-        for _ in range(_MAX_RELOCATIONS_PER_PAGE):
-            page = self.list_transactions(limit=page_size, offset=offset)
-            if not page.items:
-                if offset == 0 or page.total == 0:
-                    return None, 0
-                # The list shrank under us: step back to find the anchor again.
-                offset = max(0, min(offset - page_size + 1, page.total - 1))
-                continue
-            ids = [t.id for t in page.items]
-            if anchor.id in ids:
-                return page, ids.index(anchor.id) + 1
-            newer = [t.created_at > anchor.created_at for t in page.items]
-            older = [t.created_at < anchor.created_at for t in page.items]
-            if older[0] and offset > 0:
-                # Everything here is older than the anchor: transactions before it were deleted
-                # and we would skip some; step back.
-                offset = max(0, offset - page_size + 1)
-                continue
-            if not any(older) and page.offset + len(page.items) < page.total:
-                # Everything here is at least as new as the anchor: more were inserted than a page
-                # holds; step forward, keeping one item of overlap.
-                offset = page.offset + len(page.items) - 1
-                continue
-            if any(older):
-                first_older = older.index(True)
-                if any(t.created_at == anchor.created_at and not n for t, n in zip(page.items, newer, strict=True)):
-                    break  # ties at the anchor's timestamp and the anchor itself gone: ambiguous
-                return page, first_older
-            return None, 0
-        raise LocalLeadsResponseError(
-            "The transaction history changed too much while it was being paged (transactions were "
-            "deleted around the last one read), so some could have been missed; run the listing again",
-            path=TRANSACTIONS_PATH,
-        )
+    def _history_page(self, limit: int, offset: int) -> TransactionPage:
+        # Through the public method on purpose: one place for the request and the page checks.
+        return self.list_transactions(limit=limit, offset=offset)
 
     def test_connection(self) -> tuple[bool, str]:
         """Read the balance (read-only) to prove the host and API key work; used by the UI's Test button."""
@@ -386,11 +706,17 @@ class LocalLeadsHook(BaseHook):
     def async_client() -> httpx.AsyncClient:
         """An ``httpx.AsyncClient`` set up for this API, for callers that poll repeatedly (the trigger).
 
-        Redirects are not followed, and the API key is set per request, never on the client.
+        Redirects are not followed, and the API key is set per request, never on the client. Bodies
+        are asked for uncompressed (``Accept-Encoding: identity``): httpx decompresses a whole
+        network chunk at once, so a compressed answer could expand far beyond the body cap before
+        the cap is checked; the balance is a few hundred bytes anyway.
         """
         import httpx
 
-        return httpx.AsyncClient(headers={"User-Agent": USER_AGENT, "Accept": "application/json"})
+        return httpx.AsyncClient(
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json", "Accept-Encoding": "identity"},
+            follow_redirects=False,
+        )
 
     async def aget_balance(self, client: httpx.AsyncClient | None = None) -> CreditBalance:
         """Asynchronous :meth:`get_balance` for triggers: httpx, asyncio sleeps, same retry policy.
@@ -399,67 +725,264 @@ class LocalLeadsHook(BaseHook):
             closed per call when not given.
         """
         settings = await self.aget_settings()
-        if client is not None:
-            body = await self._aget(client, settings, BALANCE_PATH)
-        else:
-            async with self.async_client() as own:
-                body = await self._aget(own, settings, BALANCE_PATH)
-        return CreditBalance.from_api(body.get("data"), path=BALANCE_PATH)
 
-    async def _aget(self, client: httpx.AsyncClient, settings: ConnectionSettings, path: str) -> dict[str, Any]:
-        return await acall_with_retries(  # type: ignore[no-any-return]
+        def parse(status: int, headers: Mapping[str, str], body: bytes) -> CreditBalance:
+            return parse_balance(status, headers, body, path=BALANCE_PATH, redact=settings.redact)
+
+        if client is not None:
+            return await self._acall(client, settings, BALANCE_PATH, parse)
+        async with self.async_client() as own:
+            return await self._acall(own, settings, BALANCE_PATH, parse)
+
+    async def _acall(self, client: httpx.AsyncClient, settings: ConnectionSettings, path: str, parse: _Parse[T]) -> T:
+        return await acall_with_retries(
             self._policy(settings),
-            lambda budget: self._aattempt(client, settings, path, budget),
+            lambda budget: self._aattempt(client, settings, path, budget, parse),
             log=self.log,
         )
 
-    async def _aattempt(self, client: httpx.AsyncClient, settings: ConnectionSettings, path: str, budget: float) -> Any:
+    async def _aattempt(
+        self, client: httpx.AsyncClient, settings: ConnectionSettings, path: str, budget: float, parse: _Parse[T]
+    ) -> T:
+        """One asynchronous GET, bounded by ``budget`` seconds of wall clock (``asyncio.timeout``)."""
         import asyncio
-        import ssl
 
         import httpx
 
         budget = min(budget, settings.connect_timeout + settings.read_timeout)
         timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
+        reading = False
         try:
             async with asyncio.timeout(budget):
                 request = client.build_request("GET", settings.base_url + path, timeout=timeout)
                 request.headers["Authorization"] = f"Bearer {settings.api_key}"
                 response = await client.send(request, stream=True, follow_redirects=False)
                 try:
-                    chunks: list[bytes] = []
-                    size = 0
-                    async for chunk in response.aiter_bytes():
-                        size += len(chunk)
-                        if size > MAX_BODY_BYTES:
-                            raise LocalLeadsResponseError(
-                                f"The LocalLeads API answer is larger than the {MAX_BODY_BYTES} bytes this "
-                                "provider reads; check the connection's host",
-                                path=path,
-                                status_code=response.status_code,
-                            )
-                        chunks.append(chunk)
+                    reading = True
+                    _refuse_announced_oversize(response.headers, path, response.status_code)
+                    body = _BoundedBody(response.headers.get("Content-Encoding", ""), path, response.status_code)
+                    async for raw in response.aiter_raw():
+                        body.feed(raw)
+                    body.finish()
                 finally:
                     await response.aclose()
-            return interpret_response(
-                response.status_code, response.headers, b"".join(chunks), path=path, redact=settings.redact
-            )
         except LocalLeadsError:
             raise
-        except (TimeoutError, httpx.TimeoutException) as err:
-            raise LocalLeadsConnectionError(
-                f"The LocalLeads API at {settings.base_url} did not answer within {budget:.1f} s "
-                f"({type(err).__name__}); it may be overloaded or unreachable from the triggerer",
-                path=path,
+        except (TimeoutError, httpx.RequestError, OSError, zlib.error) as err:
+            _strip_requests(err)
+            timed_out = isinstance(err, TimeoutError | httpx.TimeoutException)
+            raise self._transport_error(
+                err, settings, path, budget, timed_out=timed_out, reading=reading, where="the triggerer"
             ) from err
-        except httpx.TransportError as err:
-            if isinstance(err.__cause__ or err.__context__, ssl.SSLError):
-                raise LocalLeadsTLSError(
-                    f"TLS to {settings.base_url} failed; check the host name and the certificate",
-                    path=path,
-                ) from err
-            raise LocalLeadsConnectionError(
-                f"Could not reach the LocalLeads API at {settings.base_url} ({type(err).__name__}); check "
-                "the connection's host and that the triggerer can reach it (DNS, firewall, proxy)",
+        return parse(response.status_code, response.headers, body.value())
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _refuse_announced_oversize(headers: Mapping[str, str], path: str, status: int) -> None:
+    declared = (headers.get("Content-Length") or "").strip()
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise LocalLeadsResponseError(
+            f"The LocalLeads API announced a {int(declared)}-byte answer, more than the {MAX_BODY_BYTES} bytes "
+            "this provider reads; check the connection's host",
+            path=path,
+            status_code=status,
+        )
+
+
+def _refuse_oversize(size: int, path: str, status: int) -> None:
+    if size > MAX_BODY_BYTES:
+        raise LocalLeadsResponseError(
+            f"The LocalLeads API answer is larger than the {MAX_BODY_BYTES} bytes this provider reads; check the "
+            "connection's host",
+            path=path,
+            status_code=status,
+        )
+
+
+class _BoundedBody:
+    """Collects an asynchronous body from raw bytes, inflating gzip/deflate with a bounded output.
+
+    httpx inflates each network chunk whole before the caller sees it, so 64 KB of gzip can become
+    64 MB before any cap applies. The client asks for ``identity``; a server that compresses anyway
+    is inflated here at most ``MAX_BODY_BYTES + 1`` bytes at a time. Other encodings are refused.
+    """
+
+    def __init__(self, encoding: str, path: str, status: int) -> None:
+        self._path, self._status = path, status
+        self._chunks: list[bytes] = []
+        self._size = 0
+        encoding = encoding.strip().lower()
+        self._inflate: Any = None
+        if encoding in ("gzip", "x-gzip", "deflate"):
+            self._inflate = zlib.decompressobj(wbits=47)  # zlib or gzip header, detected
+        elif encoding not in ("", "identity"):
+            raise LocalLeadsResponseError(
+                f"The LocalLeads API answered with Content-Encoding {excerpt(encoding, str, 40)!r}, which this "
+                "provider does not decode (it asks for identity); check the connection's host or proxy",
                 path=path,
-            ) from err
+                status_code=status,
+            )
+
+    def _add(self, data: bytes) -> None:
+        self._size += len(data)
+        _refuse_oversize(self._size, self._path, self._status)
+        self._chunks.append(data)
+
+    def feed(self, raw: bytes) -> None:
+        if self._inflate is None:
+            self._add(raw)
+            return
+        pending = raw
+        while pending:
+            self._add(self._inflate.decompress(pending, MAX_BODY_BYTES + 1 - self._size))
+            pending = self._inflate.unconsumed_tail
+
+    def finish(self) -> None:
+        if self._inflate is not None:
+            self._add(self._inflate.flush())
+
+    def value(self) -> bytes:
+        return b"".join(self._chunks)
+
+
+def _ends_history(page: TransactionPage, offset: int, limit: int) -> bool:
+    """Whether ``page`` (read at ``offset`` with ``limit``) reaches the end of the history.
+
+    A short page always does. ``meta.total`` only counts when it agrees exactly with the page: a
+    total smaller than what the page shows is an inconsistent count and is not trusted.
+    """
+    return len(page.items) < min(limit, page.limit) or offset + len(page.items) == page.total
+
+
+class _HistoryCursor:
+    """How far :meth:`LocalLeadsHook.iter_transactions` has got, independent of offsets.
+
+    Every transaction newer than ``created_at``, and those at exactly ``created_at`` whose ids are
+    in ``tie_ids``, is behind the cursor ("done"): yielded, or newer than the listing. Also kept,
+    as guesses for the next read: where the ties began (``group_start``), where the last page
+    ended (``last``) and ``meta.total`` then (``total``).
+    """
+
+    def __init__(self, first: TransactionPage) -> None:
+        self.created_at: datetime = first.items[-1].created_at
+        self.tie_ids: set[str] = set()
+        self.group_start = 0
+        self.last = 0
+        self.total = first.total
+        self.advance(first, 0, first.items)
+
+    def done(self, txn: CreditTransaction) -> bool:
+        return txn.created_at > self.created_at or (txn.created_at == self.created_at and txn.id in self.tie_ids)
+
+    def read_limit(self, page_size: int) -> int:
+        """How many to read next: the transaction before the ties, the ties, and ``page_size`` new ones
+        (at most the API's 100), so that a whole group of ties is seen in one read whenever it can be."""
+        return min(MAX_PAGE_SIZE, page_size + 1 + len(self.tie_ids))
+
+    def fits(self, read_limit: int) -> bool:
+        """Whether the ties fit in one read together with one transaction before and one after them."""
+        return len(self.tie_ids) <= read_limit - 2
+
+    def strict(self, read_limit: int) -> bool:
+        """Whether a page must start *strictly* before the cursor's ``createdAt`` to prove nothing was skipped.
+
+        Always, unless the ties are too many for one read: an API may order equal timestamps
+        differently on each request (SQL ``ORDER BY created_at`` with ``OFFSET`` does), so a page
+        starting *at* a yielded transaction proves nothing about its unseen ties. Re-reading the
+        whole group of ties from the transaction before it makes their order irrelevant.
+        """
+        return self.fits(read_limit)
+
+    def safe_start(self, txn: CreditTransaction, strict: bool) -> bool:
+        """Whether a page starting with ``txn`` proves that nothing before it is still to be yielded."""
+        return txn.created_at > self.created_at or (not strict and txn.id in self.tie_ids)
+
+    def next_offset(self, read_limit: int, total: int | None = None) -> int:
+        """Where the next page should start: just before the ties at the cursor (or at the last
+        transaction read, if they do not fit in a page). With ``total``, shifted by how much
+        ``meta.total`` changed: right if only transactions newer than the cursor came or went."""
+        aligned = self.group_start - 1 if self.fits(read_limit) else self.last
+        shift = 0 if total is None else total - self.total
+        return max(0, aligned + shift)
+
+    def advance(self, page: TransactionPage, offset: int, fresh: Sequence[CreditTransaction]) -> None:
+        """Move past ``fresh`` (the new transactions of ``page``, read at ``offset``, just yielded)."""
+        boundary = fresh[-1].created_at
+        if boundary != self.created_at:
+            self.created_at = boundary
+            self.tie_ids = set()
+        self.tie_ids.update(t.id for t in fresh if t.created_at == boundary)
+        if len(self.tie_ids) > _MAX_TIE_IDS:
+            raise LocalLeadsResponseError(
+                f"More than {_MAX_TIE_IDS} transactions share the timestamp {boundary.isoformat()}, too many to "
+                "list exactly once by offset; list them with list_transactions instead",
+                path=TRANSACTIONS_PATH,
+            )
+        self.group_start = offset + next(i for i, t in enumerate(page.items) if t.created_at == boundary)
+        self.last = offset + len(page.items) - 1
+        self.total = page.total
+
+
+class _Relocation:
+    """Finding the cursor's place again after the history moved, in few reads.
+
+    ``behind``: the offset of a transaction seen to be behind the cursor with nothing new before
+    it (the boundary is after it); ``ahead``: an offset whose transaction was not behind the cursor
+    (the boundary is at or before it). The first guess comes from the change in ``meta.total``;
+    then the search gallops (doubling steps) until both bounds are known, and bisects between them.
+    The bounds are only guesses (the history may move again); every page is still checked.
+    """
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.behind: int | None = None
+        self.ahead: int | None = None
+        self.steps = 0
+        self.guessed = False
+
+    def next_offset(
+        self,
+        cursor: _HistoryCursor,
+        page: TransactionPage,
+        offset: int,
+        read_limit: int,
+        *,
+        behind: bool,
+        strict: bool,
+    ) -> int:
+        self.reads += 1
+        items = page.items
+        if behind:
+            sentinel = len(items) - 1
+            if strict:  # the next page must start strictly before the cursor: keep such a transaction
+                while sentinel > 0 and items[sentinel].created_at <= cursor.created_at:
+                    sentinel -= 1
+                if sentinel == 0:
+                    sentinel = len(items) - 1
+            self.behind = offset + sentinel
+            if self.ahead is not None and self.ahead <= self.behind:
+                self.ahead = None
+        else:
+            self.ahead = offset if items else min(offset, page.total)
+            if self.behind is not None and self.behind >= self.ahead:
+                self.behind = None
+        if not self.guessed and page.total != cursor.total:
+            self.guessed = True
+            guess = cursor.next_offset(read_limit, page.total)
+            if (
+                guess != offset
+                and (self.behind is None or guess >= self.behind)
+                and (self.ahead is None or guess < self.ahead)
+            ):
+                return guess
+        if self.behind is not None and self.ahead is not None:
+            if self.ahead - self.behind < read_limit:
+                return self.behind
+            return (self.behind + self.ahead) // 2
+        self.steps += 1
+        if self.ahead is None:
+            assert self.behind is not None
+            return self.behind + ((1 << (self.steps - 1)) - 1) * (read_limit - 1)
+        return max(0, self.ahead - (1 << (self.steps - 1)))

@@ -288,12 +288,6 @@ def _short_body_once(conn: socket.socket, server: RawServer) -> None:
     keep_alive_json()(conn, server)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a body cut short of its Content-Length raises a raw urllib3.exceptions.ProtocolError "
-    "(IncompleteRead): _read_body reads response.raw directly, bypassing requests' exception wrapping, "
-    "and _attempt only catches requests exceptions; so it is neither a LocalLeadsError nor retried.",
-)
 def test_body_shorter_than_content_length_is_a_retried_connection_error(
     raw_server: RawFactory, set_conn: ConnSetter, make_hook: HookFactory
 ) -> None:
@@ -303,11 +297,6 @@ def test_body_shorter_than_content_length_is_a_retried_connection_error(
     assert server.accepted == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a body cut short of its Content-Length escapes as urllib3.exceptions.ProtocolError instead of "
-    "LocalLeadsConnectionError (hooks/localleads.py _read_body/_attempt).",
-)
 def test_body_shorter_than_content_length_without_retries(
     raw_server: RawFactory, set_conn: ConnSetter, make_hook: HookFactory
 ) -> None:
@@ -317,11 +306,6 @@ def test_body_shorter_than_content_length_without_retries(
         make_hook("ll_short0").get_balance()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: headers followed by silence raises a raw urllib3.exceptions.ReadTimeoutError from "
-    "response.raw.read1 in _read_body, not LocalLeadsConnectionError (and is not retried).",
-)
 def test_body_that_stalls_after_the_headers_is_a_connection_error(
     raw_server: RawFactory, set_conn: ConnSetter, make_hook: HookFactory
 ) -> None:
@@ -424,12 +408,6 @@ def test_malformed_transaction_pages(
     assert TRANSACTIONS_PATH in str(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (minor): errors from validating the parsed body (missing/mistyped fields) are raised by "
-    "models.py with only the path: no HTTP status and no X-Request-Id, although DESIGN.md says every "
-    "message includes the HTTP status (and the request id is what a support ticket needs).",
-)
 @pytest.mark.parametrize("kind", ["missing_field", "mistyped_field"])
 def test_field_errors_carry_status_and_request_id(
     localleads_sandbox: SandboxServer, sandbox_hook: LocalLeadsHook, kind: str

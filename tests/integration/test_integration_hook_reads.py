@@ -209,12 +209,6 @@ def test_iter_transactions_default_page_size_uses_three_requests_for_250(
     assert sandbox.request_count(TRANSACTIONS_PATH) == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (efficiency): pages after the first re-read the last item (overlap of one) with limit=page_size, "
-    "so each yields page_size-1 new items: 250 items in pages of 10 cost 28 requests instead of <= 26. "
-    "Fix: read later pages with limit=min(page_size + 1, 100).",
-)
 @pytest.mark.parametrize("page_size", [10, 7])
 def test_iter_transactions_small_pages_cost_at_most_one_extra_request(
     seeded_sandbox: SeededFactory, set_conn: ConnSetter, make_hook: HookFactory, page_size: int
@@ -225,12 +219,6 @@ def test_iter_transactions_small_pages_cost_at_most_one_extra_request(
     assert sandbox.request_count(TRANSACTIONS_PATH) <= math.ceil(250 / page_size) + 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: iter_transactions(page_size=1) stops after the first transaction: each later page is read "
-    "from the anchor's own position with limit=page_size, so a 1-item page holds only the anchor, "
-    "'fresh' is empty and the loop returns (hooks/localleads.py iter_transactions, 'if not fresh: return').",
-)
 def test_iter_transactions_page_size_one_lists_everything(
     seeded_sandbox: SeededFactory, set_conn: ConnSetter, make_hook: HookFactory
 ) -> None:
@@ -264,12 +252,6 @@ def test_iter_transactions_ignores_transactions_arriving_while_paging(
     assert len(calls) <= 4 + inserted // 99
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: when exactly page_size-1 transactions arrive between two pages, the anchor lands on the last "
-    "item of the next page, 'fresh' is empty and iter_transactions returns early, silently dropping the "
-    "rest of the history (hooks/localleads.py iter_transactions, 'if not fresh: return').",
-)
 @pytest.mark.parametrize(("count", "page_size", "inserted"), [(250, 100, 99), (30, 10, 9)])
 def test_iter_transactions_survives_page_size_minus_one_arrivals(
     seeded_sandbox: SeededFactory,
@@ -367,12 +349,6 @@ _MUTATION = st.one_of(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: iter_transactions skips the rest of the history whenever the anchor is the last item of the page "
-    "it finds (page_size=1; page_size-1 arrivals; a deletion then an arrival before the relocation read), "
-    "see the two tests above; this property holds once that is fixed.",
-)
 def test_iter_transactions_property_each_survivor_exactly_once(
     set_conn: ConnSetter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
