@@ -89,7 +89,6 @@ def test_empty_optional_fields_mean_defaults(
 
 
 @pytest.mark.skipif(AIRFLOW_V3, reason="the payload of Airflow 2.11's Test button (connection_form.js)")
-@pytest.mark.xfail(strict=True, reason=BUG_V2_CHECKBOX_Y)
 def test_v2_test_button_payload_with_every_field_filled(
     canary_sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
