@@ -4,9 +4,10 @@ One ``requests.Session`` per hook keeps the TCP/TLS connection open across calls
 goes through one retry policy (:mod:`airflow_provider_localleads._retry`) and every attempt has a
 hard wall-clock budget: requests' read timeout starts again with every byte received, so a server
 that drips one byte a second (even while sending the status line and headers) would otherwise hold
-a worker for hours. A watchdog timer shuts the attempt's socket down when the budget runs out (see
-:class:`_AttemptDeadline`); bodies are capped at ``MAX_BODY_BYTES`` (announced or streamed). Answers
-are parsed into frozen dataclasses (:mod:`airflow_provider_localleads.models`) or raise a typed
+a worker for hours. A per-process watchdog shuts the attempt's socket down when the budget runs
+out (see :mod:`airflow_provider_localleads._deadline`); bodies are capped at ``MAX_BODY_BYTES``
+(announced or streamed). Answers are parsed into frozen dataclasses
+(:mod:`airflow_provider_localleads.models`) or raise a typed
 :class:`~airflow_provider_localleads.exceptions.LocalLeadsError`.
 
 The API key is only ever placed in the ``Authorization`` header, by an auth object that also
@@ -21,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import logging
-import socket
 import ssl
 import threading
 import zlib
@@ -34,12 +34,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import requests
 import urllib3
 from airflow.providers.common.compat.sdk import BaseHook
-from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from airflow_provider_localleads import CONN_FIELDS, UI_FIELD_BEHAVIOUR, __version__
+from airflow_provider_localleads._deadline import AttemptDeadline, WatchedAdapter
 from airflow_provider_localleads._responses import (
     MAX_BODY_BYTES,
     excerpt,
@@ -68,6 +66,8 @@ _MAX_RELOCATIONS = 24
 #: How many ids sharing the last yielded createdAt iter_transactions remembers (its only per-history memory).
 _MAX_TIE_IDS = 10_000
 _READ_CHUNK = 65536
+#: What the 2.11 form accepts for ``timeout``: a positive decimal number of seconds (30, 2.5, .5).
+_SECONDS_PATTERN = r"^\s*(?:\d+(?:\.\d*)?|\.\d+)\s*$"
 
 T = TypeVar("T")
 #: Turns (status, headers, body) into the call's result or raises a LocalLeadsError.
@@ -159,144 +159,6 @@ class _KeyRedactingFilter(logging.Filter):
 
 
 _REDACT_LOGS = _KeyRedactingFilter()
-
-
-class _AttemptDeadline:
-    """A hard wall-clock bound for one synchronous attempt.
-
-    Socket timeouts bound each ``recv``, not the attempt: a byte every few seconds keeps a read
-    alive forever, in the status line, the headers or the body. While an attempt runs, the pool's
-    connections (:class:`_WatchedHTTPConnection`) register each socket they use here; a timer
-    thread shuts those sockets down when the budget runs out, so the blocked read returns at once
-    and the attempt fails as a timeout. Registration keeps a duplicate of the socket's file
-    descriptor (``shutdown`` acts on the connection, whichever descriptor it is called through,
-    and TLS-wrapping the original detaches it): the duplicate is ours, closed when the attempt ends,
-    so the watchdog can never touch a descriptor the process has reused for something else.
-
-    Leaves nothing behind: ``__exit__`` stops and joins the timer thread and closes every duplicate.
-    A connection shut down this way is closed by urllib3 and replaced on the next request.
-    """
-
-    _current = threading.local()
-
-    def __init__(self, seconds: float) -> None:
-        self._lock = threading.Lock()
-        self._twins: list[socket.socket] = []
-        self._finished = False
-        self._previous: _AttemptDeadline | None = None
-        #: True once the budget ran out and the attempt's sockets were shut down.
-        self.expired = False
-        self._timer = threading.Timer(max(seconds, 0.0), self._expire)
-        self._timer.daemon = True
-        self._timer.name = "localleads-attempt-deadline"
-
-    @classmethod
-    def watch_current(cls, sock: socket.socket | None) -> None:
-        """Called by the connections: put ``sock`` under the running attempt's deadline (if any)."""
-        deadline: _AttemptDeadline | None = getattr(cls._current, "deadline", None)
-        if deadline is not None and sock is not None:
-            deadline.watch(sock)
-
-    def watch(self, sock: socket.socket) -> None:
-        fromfd = getattr(socket, "fromfd", None)
-        if fromfd is None:  # a platform without it: the per-read timeouts still apply
-            return
-        try:
-            twin = fromfd(sock.fileno(), sock.family, sock.type)
-        except (OSError, ValueError):
-            return  # already closed: nothing left to interrupt
-        with self._lock:
-            if not self._finished and not self.expired:
-                self._twins.append(twin)
-                return
-            expired = self.expired and not self._finished
-        if expired:
-            _shutdown(twin)
-        twin.close()
-
-    def _expire(self) -> None:
-        with self._lock:
-            if self._finished:
-                return
-            self.expired = True
-            for twin in self._twins:
-                _shutdown(twin)
-
-    def __enter__(self) -> _AttemptDeadline:
-        self._previous = getattr(self._current, "deadline", None)
-        self._current.deadline = self
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._current.deadline = self._previous
-        with self._lock:
-            self._finished = True
-            twins, self._twins = self._twins, []
-        self._timer.cancel()
-        self._timer.join()
-        for twin in twins:
-            twin.close()
-
-
-def _shutdown(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-
-
-class _WatchedHTTPConnection(HTTPConnection):
-    """urllib3's connection, registering its socket with the running attempt's deadline."""
-
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        _AttemptDeadline.watch_current(sock)  # before any TLS handshake: a dripping handshake is bounded too
-        return sock
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _AttemptDeadline.watch_current(self.sock)  # a pooled connection reused by this attempt
-        super().request(*args, **kwargs)
-
-
-class _WatchedHTTPSConnection(HTTPSConnection):
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        _AttemptDeadline.watch_current(sock)
-        return sock
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _AttemptDeadline.watch_current(self.sock)
-        super().request(*args, **kwargs)
-
-
-class _WatchedHTTPConnectionPool(HTTPConnectionPool):
-    ConnectionCls = _WatchedHTTPConnection
-
-
-class _WatchedHTTPSConnectionPool(HTTPSConnectionPool):
-    ConnectionCls = _WatchedHTTPSConnection
-
-
-_WATCHED_POOLS: dict[str, type[HTTPConnectionPool]] = {
-    "http": _WatchedHTTPConnectionPool,
-    "https": _WatchedHTTPSConnectionPool,
-}
-
-
-class _WatchedAdapter(HTTPAdapter):
-    """requests' adapter, with pools whose connections obey :class:`_AttemptDeadline` (also via an HTTP proxy).
-
-    requests' own retries stay off (``max_retries=0``): the provider's retry policy is the only one.
-    """
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        if not proxy.lower().startswith("socks"):  # SOCKS pools are their own classes: per-read timeouts only
-            manager.pool_classes_by_scheme = _WATCHED_POOLS
-        return manager
 
 
 def _strip_requests(err: BaseException) -> None:
@@ -394,13 +256,16 @@ class LocalLeadsHook(BaseHook):
         """Typed extra fields for the Airflow 2.11 form (3.2+ reads ``conn-fields``)."""
         from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
         from flask_babel import lazy_gettext
-        from wtforms import BooleanField, DecimalField, IntegerField
-        from wtforms.validators import NumberRange, Optional
+        from wtforms import BooleanField, IntegerField, StringField
+        from wtforms.validators import NumberRange, Optional, Regexp
 
         return {
-            "timeout": DecimalField(
+            # A StringField, not a DecimalField: Airflow 2.11 only accepts string, integer and boolean
+            # extras (any other field type makes it drop the whole hook from the form and the CLI).
+            # settings_from_connection parses the number and names the field if it is wrong.
+            "timeout": StringField(
                 lazy_gettext(CONN_FIELDS["timeout"]["label"]),
-                validators=[Optional(), NumberRange(min=0.001)],
+                validators=[Optional(), Regexp(_SECONDS_PATTERN, message="Enter a number of seconds, e.g. 30")],
                 widget=BS3TextFieldWidget(),
                 description=CONN_FIELDS["timeout"]["description"],
             ),
@@ -442,7 +307,7 @@ class LocalLeadsHook(BaseHook):
         session.headers["User-Agent"] = USER_AGENT
         session.headers["Accept"] = "application/json"
         for prefix in ("http://", "https://"):
-            session.mount(prefix, _WatchedAdapter())
+            session.mount(prefix, WatchedAdapter())
         return session
 
     def close(self) -> None:
@@ -465,10 +330,10 @@ class LocalLeadsHook(BaseHook):
         """One GET: send, read a capped body within the time budget, parse the answer.
 
         ``budget`` (what is left of the call's deadline, at most connect + read timeout) bounds the
-        whole attempt by the wall clock, whatever the server does; see :class:`_AttemptDeadline`.
+        whole attempt by the wall clock, whatever the server does; see :class:`AttemptDeadline`.
         """
         budget = min(budget, settings.connect_timeout + settings.read_timeout)
-        deadline = _AttemptDeadline(budget)
+        deadline = AttemptDeadline(budget)
         reading = False
         try:
             with (
@@ -495,7 +360,7 @@ class LocalLeadsHook(BaseHook):
         return parse(status, headers, body)
 
     @staticmethod
-    def _read_body(response: requests.Response, path: str, deadline: _AttemptDeadline) -> bytes:
+    def _read_body(response: requests.Response, path: str, deadline: AttemptDeadline) -> bytes:
         """Read the body, at most MAX_BODY_BYTES (announced or received), before ``deadline`` expires.
 
         Errors while reading (a body cut short, a reset, a stall) propagate as the transport's own

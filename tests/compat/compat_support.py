@@ -43,23 +43,6 @@ FORM_EXTRA_V3 = '{\n  "timeout": null,\n  "max_retries": null,\n  "allow_insecur
 
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 
-#: Airflow 2.11 only: ``LocalLeadsHook.get_connection_form_widgets()`` returns a wtforms ``DecimalField``
-#: (timeout). 2.11's ProvidersManager accepts only IntegerField/PasswordField/StringField/BooleanField
-#: and on any other class drops the WHOLE hook (logged only with ``-v``: "uses field of unsupported
-#: class DecimalField"): no 'localleads' in the connection form's type list, 'Error when importing
-#: hook!' in ``providers hooks``, no widgets/behaviours, and every connection test answers
-#: 'Unknown hook type "localleads"'. Fix (airflow_provider_localleads/hooks/localleads.py): a
-#: ``StringField`` with ``validators=[Optional(), Regexp(<positive number>)]`` for ``timeout``.
-BUG_V2_DECIMAL_FIELD = (
-    "BUG: hooks/localleads.py get_connection_form_widgets() uses DecimalField (timeout), which Airflow 2.11 "
-    "rejects, dropping the whole hook; fix: StringField + Optional() + Regexp(number)"
-)
-xfail_on_v2_decimal_field_bug = {
-    "condition": not AIRFLOW_V3,
-    "strict": True,
-    "reason": BUG_V2_DECIMAL_FIELD,
-}
-
 _DROPPED_ENV = (
     "HTTP_PROXY",
     "HTTPS_PROXY",

@@ -20,7 +20,6 @@ from compat_support import (
     canary_key,
     connection_json,
     one_line,
-    xfail_on_v2_decimal_field_bug,
 )
 
 from airflow_provider_localleads.sandbox import SandboxServer
@@ -84,7 +83,6 @@ def runs(cli_home: AirflowHome, sandbox: SandboxServer) -> Runs:
     return Runs(sandbox=sandbox, wrong_key=wrong_key, good=results["good"], bad=results["bad"])
 
 
-@pytest.mark.xfail(**xfail_on_v2_decimal_field_bug)
 def test_connection_test_succeeds_against_the_sandbox(runs: Runs) -> None:
     assert runs.good.returncode == 0, runs.good.text[-3000:]
     assert "Connection success!" in runs.good.stdout
@@ -93,7 +91,6 @@ def test_connection_test_succeeds_against_the_sandbox(runs: Runs) -> None:
     assert runs.sandbox.request_count("/api/v1/credits/balance") >= 1
 
 
-@pytest.mark.xfail(**xfail_on_v2_decimal_field_bug)
 def test_connection_test_with_a_wrong_key_fails_with_a_clear_message(runs: Runs) -> None:
     text = runs.bad.text
     assert "Connection failed!" in text
@@ -116,7 +113,6 @@ def test_the_api_key_is_never_printed(runs: Runs) -> None:
     assert runs.bad.stdout.startswith("Retrieving connection: 'localleads_default'")
 
 
-@pytest.mark.xfail(**xfail_on_v2_decimal_field_bug)
 def test_the_test_message_reports_the_balance(canary_sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """What the CLI and the UI's Test button compute: ``Connection.test_connection()`` -> (True, balance)."""
     monkeypatch.setenv(CONN_ENV, connection_json(canary_sandbox.url, canary_sandbox.api_key))

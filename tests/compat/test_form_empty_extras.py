@@ -7,8 +7,8 @@ What each version's form really saves:
   "allow_insecure_http": false}``.
 * Airflow 2.11 (Flask-AppBuilder form, ``ConnectionModelView.process_form``): an empty wtforms
   ``IntegerField`` is saved as ``null``, an unchecked ``BooleanField`` as ``false``, an empty
-  ``StringField`` is left out, a (rejected, see BUG_V2_DECIMAL_FIELD) ``DecimalField`` would be
-  ``null``. Its *Test* button instead serialises the form in the browser (``connection_form.js``
+  ``StringField`` (``timeout``: 2.11 refuses ``DecimalField`` and would drop the whole hook) is
+  left out. Its *Test* button instead serialises the form in the browser (``connection_form.js``
   ``getSerializedFormData``): empty fields are left out, filled ones are sent as strings under both
   ``extra__localleads__<name>`` and ``<name>``, and a checked box as its HTML value ``"y"``.
 
@@ -34,7 +34,6 @@ from compat_support import (
     PRODUCTION_BASE_URL,
     canary_key,
     connection_json,
-    xfail_on_v2_decimal_field_bug,
 )
 
 from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
@@ -50,8 +49,8 @@ SAVED_EXTRAS = {
     "v3-form": FORM_EXTRA_V3,
     # Airflow 2.11's form: StringField timeout left out, IntegerField null, BooleanField false.
     "v2-form": {"max_retries": None, "allow_insecure_http": False},
-    # Airflow 2.11's form if timeout stays a (Decimal/Integer) number field: null.
-    "v2-form-number-timeout": {"timeout": None, "max_retries": None, "allow_insecure_http": False},
+    # A number field left empty (what an IntegerField timeout would save): null.
+    "null-number-timeout": {"timeout": None, "max_retries": None, "allow_insecure_http": False},
     # Airflow 2.11's Test button with every optional field empty: nothing at all.
     "v2-test-button": {},
     # Empty strings (hand-edited Extra JSON, other tools) and explicit nulls everywhere.
@@ -194,7 +193,6 @@ def _test_button_payload(pairs: list[tuple[str, str]]) -> dict[str, Any]:
     return out
 
 
-@pytest.mark.xfail(**xfail_on_v2_decimal_field_bug)
 def test_v2_form_offers_the_type_with_native_fields(add_page: str) -> None:
     assert f'<option value="{CONN_TYPE}">LocalLeads</option>' in add_page
     inputs = _inputs(add_page)
@@ -208,7 +206,6 @@ def test_v2_form_offers_the_type_with_native_fields(add_page: str) -> None:
     assert ours["placeholders"]["host"] == PRODUCTION_BASE_URL
 
 
-@pytest.mark.xfail(**xfail_on_v2_decimal_field_bug)
 def test_v2_form_saves_empty_optional_fields_as_unset(www: Any, canary_sandbox: SandboxServer) -> None:
     from airflow.models import Connection
     from airflow.utils.session import create_session
@@ -232,7 +229,44 @@ def test_v2_form_saves_empty_optional_fields_as_unset(www: Any, canary_sandbox: 
             session.query(Connection).filter_by(conn_id="localleads_v2_form").delete()
 
 
-@pytest.mark.xfail(**xfail_on_v2_decimal_field_bug)
+def test_v2_form_saves_filled_fields_with_their_types(www: Any, canary_sandbox: SandboxServer) -> None:
+    from airflow.models import Connection
+    from airflow.utils.session import create_session
+
+    values = {"timeout": " 2.5 ", "max_retries": "3"}
+    pairs = _form_pairs(canary_sandbox.url, canary_sandbox.api_key, values, checked=True)
+    response = www.post("/connection/add", data=dict(pairs), follow_redirects=True)
+    assert response.status_code == 200
+    try:
+        with create_session() as session:
+            saved = session.query(Connection).filter_by(conn_id="localleads_v2_form").one_or_none()
+            assert saved is not None, "the form did not save the connection"
+            extra = saved.extra_dejson
+        assert extra == {"timeout": "2.5", "max_retries": 3, "allow_insecure_http": True}
+        with LocalLeadsHook("localleads_v2_form") as hook:
+            assert (hook.settings.read_timeout, hook.settings.max_retries) == (2.5, 3)
+            assert hook.get_balance().available_credits == 82
+    finally:
+        with create_session() as session:
+            session.query(Connection).filter_by(conn_id="localleads_v2_form").delete()
+
+
+@pytest.mark.parametrize("timeout", ["abc", "-1", "30s", "1e3"])
+def test_v2_form_refuses_a_timeout_that_is_not_a_number_of_seconds(
+    timeout: str, www: Any, canary_sandbox: SandboxServer
+) -> None:
+    from airflow.models import Connection
+    from airflow.utils.session import create_session
+
+    pairs = _form_pairs(canary_sandbox.url, canary_sandbox.api_key, {"timeout": timeout}, checked=False)
+    response = www.post("/connection/add", data=dict(pairs), follow_redirects=True)
+    page = response.get_data(as_text=True)
+    assert "Enter a number of seconds, e.g. 30" in page
+    assert canary_sandbox.api_key not in page
+    with create_session() as session:
+        assert session.query(Connection).filter_by(conn_id="localleads_v2_form").count() == 0
+
+
 def test_v2_test_button_with_empty_optional_fields(www: Any, canary_sandbox: SandboxServer) -> None:
     payload = _test_button_payload(_form_pairs(canary_sandbox.url, canary_sandbox.api_key, {}, checked=False))
     response = www.post("/api/v1/connections/test", json=payload)
@@ -243,7 +277,6 @@ def test_v2_test_button_with_empty_optional_fields(www: Any, canary_sandbox: San
     assert canary_sandbox.api_key not in response.get_data(as_text=True)
 
 
-@pytest.mark.xfail(**xfail_on_v2_decimal_field_bug)
 def test_v2_test_button_with_a_wrong_key(www: Any, canary_sandbox: SandboxServer) -> None:
     wrong = canary_key()
     payload = _test_button_payload(_form_pairs(canary_sandbox.url, wrong, {}, checked=False))

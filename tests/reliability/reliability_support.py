@@ -6,7 +6,7 @@ answer, drip bytes, lie about Content-Length, hang up mid-body, stream forever. 
 starts is joined by :meth:`RawServer.stop`.
 
 The probes look at what a failure may leave behind: connections checked out of urllib3's or
-httpx's pools, watchdog threads, open file descriptors.
+httpx's pools, armed attempt deadlines (and watchdog threads), open file descriptors.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_provider_localleads._deadline import WATCHDOG_THREAD_NAME, armed_deadlines
 from airflow_provider_localleads._retry import RetryPolicy
 from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
 from airflow_provider_localleads.models import CreditBalance
@@ -42,7 +43,6 @@ BALANCE_DATA: dict[str, Any] = {
     "lastResetAt": "2026-05-01T00:00:00.000Z",
 }
 BALANCE_BODY = json.dumps({"success": True, "data": BALANCE_DATA}).encode()
-WATCHDOG_THREAD = "localleads-attempt-deadline"
 
 
 @dataclass
@@ -284,7 +284,13 @@ def async_pool_busy(client: Any) -> tuple[int, int]:
 
 
 def watchdog_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == WATCHDOG_THREAD]
+    return [t for t in threading.enumerate() if t.name == WATCHDOG_THREAD_NAME]
+
+
+def assert_no_armed_deadline() -> None:
+    """Every attempt disarmed its deadline, and the process has at most its one watchdog thread."""
+    assert armed_deadlines() == 0, "an attempt deadline is still armed after its attempt ended"
+    assert len(watchdog_threads()) <= 1, [t.name for t in watchdog_threads()]
 
 
 def open_fds() -> set[int]:
@@ -293,16 +299,14 @@ def open_fds() -> set[int]:
 
 @contextlib.contextmanager
 def no_leftovers(slack_fds: int = 0) -> Iterator[None]:
-    """Assert that the block leaves no watchdog thread and no extra open file descriptor behind.
+    """Assert that the block leaves no armed deadline and no extra open file descriptor behind.
 
     Hooks and clients used in the block must be closed inside it; servers stopped outside it.
     """
     before = open_fds()
     yield
     deadline = time.monotonic() + 2
-    while watchdog_threads() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert watchdog_threads() == [], "a watchdog thread outlived its attempt"
+    assert_no_armed_deadline()
     leaked = open_fds() - before
     # Descriptors the block opened may still be closing in another thread (a server's handler).
     while len(leaked) > slack_fds and time.monotonic() < deadline:

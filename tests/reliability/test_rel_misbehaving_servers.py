@@ -32,6 +32,7 @@ from reliability_support import (
     RawFactory,
     RawServer,
     answer_every_request,
+    assert_no_armed_deadline,
     async_pool_busy,
     call,
     closed_port,
@@ -282,7 +283,8 @@ def test_many_good_requests_leave_no_threads_or_sockets(
         hook = LocalLeadsHook("rel_many")
         for _ in range(60):
             hook.get_balance()
-        assert watchdog_threads() == []
+        assert_no_armed_deadline()
+        assert len(watchdog_threads()) == 1  # one thread for all 60 attempts
         assert localleads_sandbox.request_count() == 60
         hook.close()
 
