@@ -46,6 +46,7 @@ from airflow_provider_localleads._responses import (
 )
 from airflow_provider_localleads._retry import RetryPolicy, acall_with_retries, call_with_retries
 from airflow_provider_localleads._settings import ConnectionSettings, settings_from_connection
+from airflow_provider_localleads._tls import checked_ca_bundle, shared_ssl_context
 from airflow_provider_localleads.exceptions import (
     LocalLeadsConnectionError,
     LocalLeadsError,
@@ -306,6 +307,7 @@ class LocalLeadsHook(BaseHook):
         session = requests.Session()
         session.headers["User-Agent"] = USER_AGENT
         session.headers["Accept"] = "application/json"
+        session.verify = checked_ca_bundle() or True  # the same CA bundle as the async path
         for prefix in ("http://", "https://"):
             session.mount(prefix, WatchedAdapter())
         return session
@@ -414,8 +416,8 @@ class LocalLeadsHook(BaseHook):
             )
         if not reading and _is_tls_failure(err):
             return LocalLeadsTLSError(
-                f"TLS to {settings.base_url} failed ({name}); check the host name and the certificate (or the "
-                "CA bundle of the workers, e.g. REQUESTS_CA_BUNDLE / SSL_CERT_FILE)",
+                f"TLS to {settings.base_url} failed ({name}); check the host name and the certificate, or the CA "
+                "bundle (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, SSL_CERT_FILE or SSL_CERT_DIR on workers and triggerer)",
                 path=path,
             )
         if reading:
@@ -574,13 +576,15 @@ class LocalLeadsHook(BaseHook):
         Redirects are not followed, and the API key is set per request, never on the client. Bodies
         are asked for uncompressed (``Accept-Encoding: identity``): httpx decompresses a whole
         network chunk at once, so a compressed answer could expand far beyond the body cap before
-        the cap is checked; the balance is a few hundred bytes anyway.
+        the cap is checked; the balance is a few hundred bytes anyway. The CA bundle is the one the
+        synchronous path trusts (:mod:`airflow_provider_localleads._tls`), loaded once per process.
         """
         import httpx
 
         return httpx.AsyncClient(
             headers={"User-Agent": USER_AGENT, "Accept": "application/json", "Accept-Encoding": "identity"},
             follow_redirects=False,
+            verify=shared_ssl_context(),
         )
 
     async def aget_balance(self, client: httpx.AsyncClient | None = None) -> CreditBalance:

@@ -200,8 +200,13 @@ def answer_every_request(payload: bytes | Callable[[Seen], bytes]) -> Behaviour:
     return behaviour
 
 
-def self_signed_server_context() -> ssl.SSLContext:
-    """A server-side TLS context with a fresh self-signed certificate for 127.0.0.1 (never trusted)."""
+def self_signed_server_context(cert_out: str | None = None) -> ssl.SSLContext:
+    """A server-side TLS context with a fresh self-signed certificate for 127.0.0.1.
+
+    Untrusted unless the test trusts it: ``cert_out`` receives the certificate (PEM) to name as a CA bundle.
+    """
+    import ipaddress
+
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -218,6 +223,8 @@ def self_signed_server_context() -> ssl.SSLContext:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -232,6 +239,9 @@ def self_signed_server_context() -> ssl.SSLContext:
             )
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert_path, key_path)
+    if cert_out is not None:
+        with open(cert_out, "wb") as f:
+            f.write(cert.public_bytes(serialization.Encoding.PEM))
     return context
 
 

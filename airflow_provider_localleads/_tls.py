@@ -1,0 +1,71 @@
+"""Which CA certificates the provider trusts, the same for the worker (requests) and the triggerer (httpx).
+
+requests reads ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` and ignores ``SSL_CERT_FILE``; httpx reads
+``SSL_CERT_FILE``/``SSL_CERT_DIR`` and ignores the other two. Left alone, a company CA configured one
+way would make a sensor in poke mode work and the same sensor deferred fail with a certificate
+error. Both paths therefore use :func:`ca_bundle_from_env`: requests' variables first (as requests
+itself would), then OpenSSL's; with none set, certifi's bundle (both libraries' default).
+
+Loading a CA bundle costs 25-50 ms of CPU, so the async path shares one ``SSLContext`` per bundle
+in the process (:func:`shared_ssl_context`).
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from functools import lru_cache
+
+from airflow_provider_localleads.exceptions import LocalLeadsConfigurationError
+
+#: Where a CA bundle may be named, in the order they win.
+CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
+
+
+def ca_bundle_from_env() -> tuple[str, str] | None:
+    """``(variable, path)`` of the CA bundle (file or directory) the environment names, or None."""
+    for name in CA_BUNDLE_VARIABLES:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return name, value
+    return None
+
+
+def checked_ca_bundle() -> str | None:
+    """The CA bundle path from the environment (None for certifi's), after checking it exists.
+
+    A wrong path would otherwise surface as a confusing connection or certificate error on the
+    first request; this names the variable to fix.
+    """
+    found = ca_bundle_from_env()
+    if found is None:
+        return None
+    name, path = found
+    if not os.path.exists(path):
+        raise LocalLeadsConfigurationError(
+            f"The CA bundle named by the environment variable {name} does not exist: {path!r}. Fix the path "
+            f"on the workers and the triggerer, or unset {name} to trust the default (certifi) certificates"
+        )
+    return path
+
+
+def shared_ssl_context() -> ssl.SSLContext:
+    """The verifying ``SSLContext`` for httpx clients, built once per CA bundle in the process."""
+    return _ssl_context_for(checked_ca_bundle())
+
+
+@lru_cache(maxsize=4)
+def _ssl_context_for(ca_bundle: str | None) -> ssl.SSLContext:
+    if ca_bundle is None:
+        import certifi
+
+        return ssl.create_default_context(cafile=certifi.where())
+    try:
+        if os.path.isdir(ca_bundle):
+            return ssl.create_default_context(capath=ca_bundle)
+        return ssl.create_default_context(cafile=ca_bundle)
+    except (OSError, ssl.SSLError) as err:
+        raise LocalLeadsConfigurationError(
+            f"The CA bundle {ca_bundle!r} (from {', '.join(CA_BUNDLE_VARIABLES)}) cannot be loaded "
+            f"({type(err).__name__}: {err}); it must be PEM certificates"
+        ) from err
