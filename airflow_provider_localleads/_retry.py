@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, TypeVar
 
-from airflow_provider_localleads.exceptions import LocalLeadsError, LocalLeadsRateLimitError
+from airflow_provider_localleads.exceptions import LocalLeadsError, LocalLeadsRateLimitError, LocalLeadsServerError
 
 T = TypeVar("T")
 
@@ -96,24 +96,35 @@ class RetryPolicy:
         return wait
 
     def final_error(self, error: LocalLeadsError, attempt: int, elapsed: float = 0.0) -> LocalLeadsError:
-        """The error to raise when giving up, with a Retry-After that was too long made explicit."""
+        """The error to raise when giving up, with a Retry-After that was too long made explicit.
+
+        A 429 or a 503 whose Retry-After is longer than this call will wait fails at once (no point
+        in hammering it); the message then says how long the server asked for, so the on-call
+        engineer knows whether to re-run now or in an hour.
+        """
         willing = min(self.max_retry_after, max(self.deadline - elapsed, 0.0))
-        if (
-            isinstance(error, LocalLeadsRateLimitError)
-            and error.retry_after is not None
-            and error.retry_after > willing
-            and attempt < self.attempts
-        ):
-            return LocalLeadsRateLimitError(
+        if error.retry_after is None or error.retry_after <= willing or attempt >= self.attempts:
+            return error
+        if isinstance(error, LocalLeadsRateLimitError):
+            message = (
                 f"The LocalLeads API is rate limiting this key and asked us to wait {error.retry_after:.0f} s, "
                 f"longer than the {willing:.0f} s this call will wait; run it later, or space "
-                "out the tasks that share this API key",
-                retry_after=error.retry_after,
-                path=error.path,
-                status_code=error.http_status,
-                request_id=error.request_id,
+                "out the tasks that share this API key"
             )
-        return error
+        elif isinstance(error, LocalLeadsServerError):
+            message = (
+                f"The LocalLeads API asked us to come back in {error.retry_after:.0f} s (Retry-After), longer "
+                f"than the {willing:.0f} s this call will wait: run it again after that. {error.summary}"
+            )
+        else:
+            return error
+        return type(error)(
+            message,
+            retry_after=error.retry_after,
+            path=error.path,
+            status_code=error.http_status,
+            request_id=error.request_id,
+        )
 
 
 def _log_retry(log: _Log, error: LocalLeadsError, attempt: int, policy: RetryPolicy, wait: float) -> None:

@@ -35,6 +35,8 @@ class LocalLeadsError(AirflowException):
         self.request_id = request_id
         #: Seconds the server asked us to wait (Retry-After), when it said so; None otherwise.
         self.retry_after = retry_after
+        #: The message without the [HTTP status, path, request id] context appended to str(error).
+        self.summary = message
         super().__init__(self._compose(message))
 
     def _compose(self, message: str) -> str:

@@ -14,6 +14,7 @@ Checked end to end against real loopback servers, never by mocking the policy:
 from __future__ import annotations
 
 import itertools
+import json
 import socket
 import struct
 import time
@@ -275,6 +276,27 @@ def test_retry_after_longer_than_the_calls_remaining_deadline_fails_at_once(
         call(LocalLeadsHook("rel_ra_deadline", retry_policy=policy), mode)
     assert time.monotonic() - started < 1
     assert info.value.retry_after == 30
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_503_asking_for_longer_than_the_call_waits_says_how_long(
+    raw_server: RawFactory, set_conn: ConnSetter, mode: str
+) -> None:
+    body = json.dumps({"success": False, "error": "Scheduled maintenance"}).encode()
+    server = raw_server(answer_every_request(response_bytes(503, body, reason="X", headers={"Retry-After": "3600"})))
+    set_conn("rel_503_long", host=server.url, password="k")
+    started = time.monotonic()
+    with pytest.raises(LocalLeadsServerError) as info:
+        call(LocalLeadsHook("rel_503_long", retry_policy=FAST), mode)
+    assert time.monotonic() - started < 1  # no point in retrying: it asked for an hour
+    assert len(server.seen) == 1
+    message = str(info.value)
+    assert "come back in 3600 s" in message
+    assert "longer than the 120 s" in message
+    assert "Scheduled maintenance" in message  # what the server said is kept
+    assert "HTTP 503" in message
+    assert info.value.retry_after == 3600
+    assert info.value.transient
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -243,10 +243,16 @@ def test_final_error_returns_other_errors_unchanged() -> None:
     policy = RetryPolicy(max_retry_after=120.0)
     for error in (server_error(), rate_limited(5.0), rate_limited(None), LocalLeadsAuthenticationError("x")):
         assert policy.final_error(error, 3) is error
-    # A 503's long Retry-After gives up too, but it stays a server error.
-    long_503 = LocalLeadsServerError("down", status_code=503, retry_after=600.0)
+    # A 503's long Retry-After gives up too: it stays a server error, and now says how long it asked for.
+    long_503 = LocalLeadsServerError("down", status_code=503, retry_after=600.0, request_id="r-1")
     assert policy.next_wait(1, long_503, 0.0) is None
-    assert policy.final_error(long_503, 1) is long_503
+    final = policy.final_error(long_503, 1)
+    assert type(final) is LocalLeadsServerError
+    assert (final.retry_after, final.http_status, final.request_id, final.transient) == (600.0, 503, "r-1", True)
+    assert str(final) == (
+        "The LocalLeads API asked us to come back in 600 s (Retry-After), longer than the 120 s this call will "
+        "wait: run it again after that. down [HTTP 503, request id r-1]"
+    )
 
 
 def test_next_wait_respects_the_deadline(max_jitter: None) -> None:
