@@ -76,7 +76,10 @@ class _Fields:
             raise self.error(f"{self.where}.{name} must be an ISO 8601 timestamp, got {_describe(raw)}") from None
         if parsed.tzinfo is None or parsed.utcoffset() is None:
             raise self.error(f"{self.where}.{name} has no time zone: {_describe(raw)}")
-        return parsed.astimezone(UTC)
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 is before year 1 in UTC
+            raise self.error(f"{self.where}.{name} is out of range in UTC: {_describe(raw)}") from None
 
 
 def _iso(value: datetime) -> str:

@@ -485,3 +485,9 @@ def test_transaction_and_page_are_frozen() -> None:
 def test_midnight_is_kept_for_api_timestamps() -> None:
     balance = CreditBalance.from_api(BALANCE_DATA)
     assert balance.next_reset_at.time() == time(0, 0)
+
+
+@pytest.mark.parametrize("raw", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
+def test_balance_timestamp_outside_utc_range_is_named(raw: str) -> None:
+    with pytest.raises(LocalLeadsResponseError, match=r"data\.lastResetAt is out of range in UTC"):
+        CreditBalance.from_api(balance_data(lastResetAt=raw))
