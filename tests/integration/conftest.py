@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
-from integration_support import FAST, Behaviour, ConnSetter, HookFactory, RawServer
+from loopback_support import ConnSetter, HookFactory
+
+# Shared fixtures (set_conn, make_hook, raw_server): pytest finds fixtures imported into a conftest.
+from loopback_support import make_hook_fixture as make_hook_fixture
+from loopback_support import raw_server_fixture as raw_server_fixture
+from loopback_support import set_conn_fixture as set_conn_fixture
 
 from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
 from airflow_provider_localleads.sandbox import SandboxServer, SandboxState
@@ -24,40 +27,6 @@ def _hermetic_network_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def set_conn(monkeypatch: pytest.MonkeyPatch) -> ConnSetter:
-    """``set_conn(conn_id, host=..., password=..., extra=...)``: define an Airflow connection via env var."""
-
-    def setter(conn_id: str, host: str | None = None, password: str | None = None, **extra: Any) -> str:
-        conn: dict[str, Any] = {"conn_type": "localleads"}
-        if host is not None:
-            conn["host"] = host
-        if password is not None:
-            conn["password"] = password
-        if extra:
-            conn["extra"] = extra
-        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
-        return conn_id
-
-    return setter
-
-
-@pytest.fixture
-def make_hook() -> Iterator[HookFactory]:
-    """``make_hook(conn_id, **hook_kwargs)`` with the fast retry policy; every hook is closed afterwards."""
-    hooks: list[LocalLeadsHook] = []
-
-    def factory(conn_id: str, **kwargs: Any) -> LocalLeadsHook:
-        kwargs.setdefault("retry_policy", FAST)
-        hook = LocalLeadsHook(conn_id, **kwargs)
-        hooks.append(hook)
-        return hook
-
-    yield factory
-    for hook in hooks:
-        hook.close()
-
-
-@pytest.fixture
 def sandbox_hook(localleads_sandbox: SandboxServer, set_conn: ConnSetter, make_hook: HookFactory) -> LocalLeadsHook:
     """A hook on conn id ``ll_sandbox`` pointing at ``localleads_sandbox`` (default retries: 2)."""
     set_conn("ll_sandbox", host=localleads_sandbox.url, password=localleads_sandbox.api_key)
@@ -71,21 +40,6 @@ def seeded_sandbox() -> Iterator[Callable[[int], SandboxServer]]:
 
     def factory(count: int) -> SandboxServer:
         server = SandboxServer(state=SandboxState(seed_transactions=count)).start()
-        servers.append(server)
-        return server
-
-    yield factory
-    for server in servers:
-        server.stop()
-
-
-@pytest.fixture
-def raw_server() -> Iterator[Callable[[Behaviour], RawServer]]:
-    """``raw_server(behaviour)``: a started RawServer, stopped (threads joined) after the test."""
-    servers: list[RawServer] = []
-
-    def factory(behaviour: Behaviour) -> RawServer:
-        server = RawServer(behaviour)
         servers.append(server)
         return server
 

@@ -5,19 +5,19 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 import urllib3.util.connection
-from integration_support import (
+from loopback_support import (
     BALANCE_BODY,
     BALANCE_PATH,
     ConnSetter,
     HookFactory,
+    RawFactory,
     RawServer,
+    answer_every_request,
     closed_port,
-    keep_alive_json,
     response_bytes,
 )
 
@@ -32,8 +32,6 @@ from airflow_provider_localleads.exceptions import (
 from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
 from airflow_provider_localleads.models import CreditBalance
 from airflow_provider_localleads.sandbox import SandboxServer
-
-RawFactory = Callable[..., RawServer]
 
 
 def _never_answers(conn: socket.socket, server: RawServer) -> None:
@@ -137,7 +135,7 @@ def test_aget_balance_short_body_is_a_retried_connection_error(
             server.read_request(conn)
             conn.sendall(response_bytes(body=BALANCE_BODY[:30], content_length=len(BALANCE_BODY)))
             return
-        keep_alive_json()(conn, server)
+        answer_every_request(response_bytes())(conn, server)
 
     server = raw_server(short_once)
     set_conn("ll_async_short", host=server.url, password="k-short", max_retries=1)
@@ -186,7 +184,7 @@ def test_aget_balance_looks_the_connection_up_without_blocking(
 def test_aget_balance_reuses_a_given_client(
     raw_server: RawFactory, set_conn: ConnSetter, make_hook: HookFactory
 ) -> None:
-    server = raw_server(keep_alive_json())
+    server = raw_server(answer_every_request(response_bytes()))
     set_conn("ll_async_client", host=server.url, password="k-client")
     hook = make_hook("ll_async_client")
 
@@ -207,7 +205,7 @@ def test_aget_balance_reuses_a_given_client(
 def test_one_session_reuses_one_tcp_connection(
     raw_server: RawFactory, set_conn: ConnSetter, make_hook: HookFactory
 ) -> None:
-    server = raw_server(keep_alive_json())
+    server = raw_server(answer_every_request(response_bytes()))
     set_conn("ll_reuse", host=server.url, password="k-reuse")
     hook = make_hook("ll_reuse")
 
@@ -226,7 +224,7 @@ def test_one_session_reuses_one_tcp_connection(
 def test_close_closes_the_connection_and_the_hook_stays_usable(
     raw_server: RawFactory, set_conn: ConnSetter, make_hook: HookFactory
 ) -> None:
-    server = raw_server(keep_alive_json())
+    server = raw_server(answer_every_request(response_bytes()))
     set_conn("ll_close", host=server.url, password="k-close")
     hook = make_hook("ll_close")
     hook.get_balance()
@@ -240,7 +238,7 @@ def test_close_closes_the_connection_and_the_hook_stays_usable(
 
 
 def test_context_manager_closes_the_session(raw_server: RawFactory, set_conn: ConnSetter) -> None:
-    server = raw_server(keep_alive_json())
+    server = raw_server(answer_every_request(response_bytes()))
     set_conn("ll_with", host=server.url, password="k-with")
     with LocalLeadsHook("ll_with") as hook:
         hook.get_balance()

@@ -19,13 +19,14 @@ from typing import Any
 
 import pytest
 import requests
-from integration_support import (
+from loopback_support import (
     BALANCE_PATH,
     ConnSetter,
     HookFactory,
+    RawFactory,
     RawServer,
+    answer_every_request,
     closed_port,
-    keep_alive_json,
     response_bytes,
 )
 
@@ -39,9 +40,6 @@ from airflow_provider_localleads.exceptions import (
 )
 from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
 from airflow_provider_localleads.sandbox import SandboxServer
-
-RawFactory = Callable[..., RawServer]
-
 
 # ------------------------------------------------------------------------------------------ configuration
 
@@ -148,7 +146,7 @@ def test_unknown_extra_is_refused_before_any_request(
 def test_redirect_is_not_followed_and_key_not_sent_elsewhere(
     raw_server: RawFactory, set_conn: ConnSetter, make_hook: HookFactory, status: int
 ) -> None:
-    elsewhere = raw_server(keep_alive_json())
+    elsewhere = raw_server(answer_every_request(response_bytes()))
 
     def redirect(conn: socket.socket, server: RawServer) -> None:
         while server.read_request(conn) is not None:
@@ -167,7 +165,7 @@ def test_redirect_is_not_followed_and_key_not_sent_elsewhere(
 
 
 def test_async_redirect_is_not_followed(raw_server: RawFactory, set_conn: ConnSetter, make_hook: HookFactory) -> None:
-    elsewhere = raw_server(keep_alive_json())
+    elsewhere = raw_server(answer_every_request(response_bytes()))
 
     def redirect(conn: socket.socket, server: RawServer) -> None:
         while server.read_request(conn) is not None:
@@ -200,7 +198,7 @@ def netrc_for_loopback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_netrc_does_not_replace_the_bearer_header(
     raw_server: RawFactory, localleads_sandbox: SandboxServer, set_conn: ConnSetter, make_hook: HookFactory
 ) -> None:
-    recorder = raw_server(keep_alive_json())
+    recorder = raw_server(answer_every_request(response_bytes()))
     set_conn("ll_netrc_rec", host=recorder.url, password="k-netrc")
     make_hook("ll_netrc_rec").get_balance()
     assert recorder.requests[0].headers["authorization"] == "Bearer k-netrc"
@@ -214,7 +212,7 @@ def test_netrc_does_not_replace_the_bearer_header(
 def test_netrc_does_not_replace_the_bearer_header_async(
     raw_server: RawFactory, set_conn: ConnSetter, make_hook: HookFactory
 ) -> None:
-    recorder = raw_server(keep_alive_json())
+    recorder = raw_server(answer_every_request(response_bytes()))
     set_conn("ll_netrc_async", host=recorder.url, password="k-netrc")
     asyncio.run(make_hook("ll_netrc_async").aget_balance())
     assert recorder.requests[0].headers["authorization"] == "Bearer k-netrc"

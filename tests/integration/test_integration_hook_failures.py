@@ -5,18 +5,18 @@ from __future__ import annotations
 import re
 import socket
 import time
-from collections.abc import Callable
 
 import pytest
-from integration_support import (
+from loopback_support import (
     BALANCE_BODY,
     BALANCE_PATH,
     TRANSACTIONS_PATH,
     ConnSetter,
     HookFactory,
+    RawFactory,
     RawServer,
+    answer_every_request,
     closed_port,
-    keep_alive_json,
     response_bytes,
 )
 
@@ -31,8 +31,6 @@ from airflow_provider_localleads.exceptions import (
 )
 from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
 from airflow_provider_localleads.sandbox import MALFORMED_KINDS, SandboxServer
-
-RawFactory = Callable[..., RawServer]
 
 NGINX_502 = (
     "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>"
@@ -97,7 +95,7 @@ def test_429_retry_after_is_honoured(localleads_sandbox: SandboxServer, sandbox_
     balance = sandbox_hook.get_balance()
     elapsed = time.monotonic() - started
     assert balance.available_credits == 82
-    # The policy's own backoff is at most 0.05 s here: only Retry-After explains a 1 s wait.
+    # The policy's own backoff is at most 0.02 s here: only Retry-After explains a 1 s wait.
     assert elapsed >= 0.95
     assert elapsed < 5
     assert [r.status for r in localleads_sandbox.requests] == [429, 200]
@@ -285,7 +283,7 @@ def _short_body_once(conn: socket.socket, server: RawServer) -> None:
         server.read_request(conn)
         conn.sendall(response_bytes(body=BALANCE_BODY[:30], content_length=len(BALANCE_BODY)))
         return
-    keep_alive_json()(conn, server)
+    answer_every_request(response_bytes())(conn, server)
 
 
 def test_body_shorter_than_content_length_is_a_retried_connection_error(
@@ -334,7 +332,7 @@ def test_connection_reset_before_any_answer_is_retried(
             server.read_request(conn)
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
             return  # closed with RST
-        keep_alive_json()(conn, server)
+        answer_every_request(response_bytes())(conn, server)
 
     server = raw_server(reset_first)
     set_conn("ll_reset", host=server.url, password="k-reset", max_retries=1)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from integration_support import FAST, ConnSetter, HookFactory, closed_port
+from loopback_support import FAST, ConnSetter, HookFactory, closed_port
 
 from airflow_provider_localleads.exceptions import LocalLeadsResponseError
 from airflow_provider_localleads.hooks.localleads import LocalLeadsHook

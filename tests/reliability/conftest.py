@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from reliability_support import (
-    FAST,
-    Behaviour,
-    ConnSetter,
-    HookFactory,
-    RawFactory,
-    RawServer,
-    assert_no_armed_deadline,
-)
+from loopback_support import THREAD_PREFIX
 
-from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
+# Shared fixtures (set_conn, make_hook, raw_server): pytest finds fixtures imported into a conftest.
+from loopback_support import make_hook_fixture as make_hook_fixture
+from loopback_support import raw_server_fixture as raw_server_fixture
+from loopback_support import set_conn_fixture as set_conn_fixture
+from reliability_support import assert_no_armed_deadline
 
 _NETWORK_VARS = (
     "HTTP_PROXY",
@@ -47,7 +41,7 @@ def _hermetic_network_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 #: Threads the reliability tests start; none may outlive its test. (The hook's one watchdog thread
 #: lives as long as the process; what must not outlive a test is an armed deadline.)
-_OURS = ("rel-raw", "localleads-sandbox", "localleads-test-")
+_OURS = (THREAD_PREFIX, "localleads-sandbox", "localleads-test-")
 
 
 @pytest.fixture(autouse=True)
@@ -62,48 +56,3 @@ def _no_stray_threads() -> Iterator[None]:
         time.sleep(0.02)
     assert stray == [], f"threads left running after the test: {[t.name for t in stray]}"
     assert_no_armed_deadline()
-
-
-@pytest.fixture
-def set_conn(monkeypatch: pytest.MonkeyPatch) -> ConnSetter:
-    """``set_conn(conn_id, host=..., password=..., **extra)``: an Airflow connection via env var."""
-
-    def setter(conn_id: str, host: str, password: str, **extra: Any) -> str:
-        conn: dict[str, Any] = {"conn_type": "localleads", "host": host, "password": password}
-        if extra:
-            conn["extra"] = extra
-        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
-        return conn_id
-
-    return setter
-
-
-@pytest.fixture
-def raw_server() -> Iterator[RawFactory]:
-    """``raw_server(behaviour, tls=None)``: a RawServer stopped (threads joined) after the test."""
-    servers: list[RawServer] = []
-
-    def factory(behaviour: Behaviour, **kwargs: Any) -> RawServer:
-        server = RawServer(behaviour, **kwargs)
-        servers.append(server)
-        return server
-
-    yield factory
-    for server in servers:
-        server.stop()
-
-
-@pytest.fixture
-def make_hook() -> Iterator[HookFactory]:
-    """``make_hook(conn_id, **kwargs)``: a hook with the fast retry policy unless given; closed afterwards."""
-    hooks: list[LocalLeadsHook] = []
-
-    def factory(conn_id: str, **kwargs: Any) -> LocalLeadsHook:
-        kwargs.setdefault("retry_policy", FAST)
-        hook = LocalLeadsHook(conn_id, **kwargs)
-        hooks.append(hook)
-        return hook
-
-    yield factory
-    for hook in hooks:
-        hook.close()

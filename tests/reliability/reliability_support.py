@@ -1,9 +1,7 @@
-"""Loopback servers and probes for the reliability tests.
+"""TLS material, a sync/async call switch and leak probes for the reliability tests.
 
-:class:`RawServer` runs ``behaviour(conn, server)`` for each accepted TCP connection (optionally
-TLS-wrapped with a throw-away self-signed certificate), so a test can misbehave below HTTP: never
-answer, drip bytes, lie about Content-Length, hang up mid-body, stream forever. Every thread it
-starts is joined by :meth:`RawServer.stop`.
+The loopback servers themselves (:class:`loopback_support.RawServer`, optionally TLS-wrapped with
+:func:`self_signed_server_context`) are shared with the integration suite in ``loopback_support``.
 
 The probes look at what a failure may leave behind: connections checked out of urllib3's or
 httpx's pools, armed attempt deadlines (and watchdog threads), open file descriptors.
@@ -13,191 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import os
-import socket
 import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 from airflow_provider_localleads._deadline import WATCHDOG_THREAD_NAME, armed_deadlines
-from airflow_provider_localleads._retry import RetryPolicy
 from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
 from airflow_provider_localleads.models import CreditBalance
-
-#: Fast backoff for tests where the backoff itself is not the point (Retry-After still wins).
-FAST = RetryPolicy(backoff_base=0.01, backoff_max=0.02)
-
-BALANCE_PATH = "/api/v1/credits/balance"
-TRANSACTIONS_PATH = "/api/v1/credits/transactions"
-BALANCE_DATA: dict[str, Any] = {
-    "monthlyCredits": 100,
-    "bonusCredits": 25,
-    "usedCredits": 43,
-    "availableCredits": 82,
-    "resetDay": 1,
-    "lastResetAt": "2026-05-01T00:00:00.000Z",
-}
-BALANCE_BODY = json.dumps({"success": True, "data": BALANCE_DATA}).encode()
-
-
-@dataclass
-class Seen:
-    """One request head a RawServer read (header names lower-cased) and when."""
-
-    method: str
-    target: str
-    headers: dict[str, str] = field(default_factory=dict)
-    at: float = 0.0
-
-
-Behaviour = Callable[[socket.socket, "RawServer"], None]
-#: ``set_conn(conn_id, host=..., password=..., **extra)`` (fixture in conftest.py); returns the conn id.
-ConnSetter = Callable[..., str]
-#: ``raw_server(behaviour, tls=None)`` (fixture in conftest.py).
-RawFactory = Callable[..., "RawServer"]
-#: ``make_hook(conn_id, **hook_kwargs)`` (fixture in conftest.py).
-HookFactory = Callable[..., LocalLeadsHook]
-
-
-class RawServer:
-    """A threaded TCP (or TLS) server on 127.0.0.1 handing each connection to ``behaviour``."""
-
-    def __init__(self, behaviour: Behaviour, *, tls: ssl.SSLContext | None = None) -> None:
-        self.behaviour = behaviour
-        self.stopping = threading.Event()
-        self.lock = threading.Lock()
-        self.accepted = 0
-        self.seen: list[Seen] = []
-        self._tls = tls
-        self._conns: list[socket.socket] = []
-        self._threads: list[threading.Thread] = []
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(32)
-        self._listener.settimeout(0.05)
-        self.port: int = self._listener.getsockname()[1]
-        self._acceptor = threading.Thread(target=self._accept_loop, name=f"rel-raw:{self.port}", daemon=True)
-        self._acceptor.start()
-
-    @property
-    def url(self) -> str:
-        return f"{'https' if self._tls else 'http'}://127.0.0.1:{self.port}"
-
-    def _accept_loop(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with self.lock:
-                self.accepted += 1
-                self._conns.append(conn)
-            thread = threading.Thread(target=self._run, args=(conn,), name=f"rel-raw-conn:{self.port}", daemon=True)
-            with self.lock:
-                self._threads.append(thread)
-            thread.start()
-
-    def _run(self, conn: socket.socket) -> None:
-        try:
-            if self._tls is not None:
-                conn.settimeout(2)
-                try:
-                    conn = self._tls.wrap_socket(conn, server_side=True)
-                except (OSError, ssl.SSLError):
-                    return  # the client refused our certificate: that is the test
-            conn.settimeout(0.05)
-            self.behaviour(conn, self)
-        except OSError:
-            pass  # the client hung up, or stop() cut the connection
-        finally:
-            with contextlib.suppress(OSError):
-                conn.close()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        with contextlib.suppress(OSError):
-            self._listener.close()
-        self._acceptor.join(5)
-        with self.lock:
-            conns, threads = list(self._conns), list(self._threads)
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        for thread in threads:
-            thread.join(5)
-            assert not thread.is_alive(), "a RawServer behaviour did not stop"
-
-    # -- helpers for behaviours ------------------------------------------------------------------------
-
-    def read_request(self, conn: socket.socket) -> Seen | None:
-        """Read one request head; None when the peer closed or the server is stopping."""
-        buffer = b""
-        while b"\r\n\r\n" not in buffer:
-            if self.stopping.is_set():
-                return None
-            try:
-                chunk = conn.recv(65536)
-            except (TimeoutError, ssl.SSLWantReadError):
-                continue
-            if not chunk:
-                return None
-            buffer += chunk
-        head = buffer.split(b"\r\n\r\n", 1)[0].decode("latin-1")
-        request_line, *lines = head.split("\r\n")
-        method, target, _ = request_line.split(" ", 2)
-        headers = {}
-        for line in lines:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        seen = Seen(method, target, headers, time.monotonic())
-        with self.lock:
-            self.seen.append(seen)
-        return seen
-
-    def pause(self, seconds: float) -> bool:
-        """Sleep unless stopping; True if the server is stopping."""
-        return self.stopping.wait(seconds)
-
-    def drip(self, conn: socket.socket, data: bytes, every: float) -> None:
-        """Send ``data`` one byte per ``every`` seconds (until stopped)."""
-        for byte in data:
-            if self.pause(every):
-                return
-            conn.sendall(bytes([byte]))
-
-
-def response_bytes(
-    status: int = 200,
-    body: bytes = BALANCE_BODY,
-    *,
-    reason: str = "OK",
-    headers: dict[str, str] | None = None,
-    content_length: int | None = None,
-    content_type: str = "application/json",
-) -> bytes:
-    lines = [f"HTTP/1.1 {status} {reason}", f"Content-Type: {content_type}"]
-    if content_length != -1:
-        lines.append(f"Content-Length: {len(body) if content_length is None else content_length}")
-    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-
-
-def answer_every_request(payload: bytes | Callable[[Seen], bytes]) -> Behaviour:
-    """Keep-alive: answer every request on the connection with ``payload`` (or ``payload(request)``)."""
-
-    def behaviour(conn: socket.socket, server: RawServer) -> None:
-        while (seen := server.read_request(conn)) is not None:
-            conn.sendall(payload(seen) if callable(payload) else payload)
-
-    return behaviour
 
 
 def self_signed_server_context(cert_out: str | None = None) -> ssl.SSLContext:
@@ -243,13 +67,6 @@ def self_signed_server_context(cert_out: str | None = None) -> ssl.SSLContext:
         with open(cert_out, "wb") as f:
             f.write(cert.public_bytes(serialization.Encoding.PEM))
     return context
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def call(hook: LocalLeadsHook, mode: str) -> CreditBalance:

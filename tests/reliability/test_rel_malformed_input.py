@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reliability_support import ConnSetter, RawFactory, answer_every_request, call, response_bytes
+from loopback_support import ConnSetter, RawFactory, answer_every_request, response_bytes
+from reliability_support import call
 
 from airflow_provider_localleads._responses import parse_balance, parse_transaction_page
 from airflow_provider_localleads.exceptions import (

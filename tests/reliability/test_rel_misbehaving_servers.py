@@ -25,19 +25,21 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from reliability_support import (
+from loopback_support import (
     BALANCE_BODY,
     ConnSetter,
     HookFactory,
     RawFactory,
     RawServer,
     answer_every_request,
+    closed_port,
+    response_bytes,
+)
+from reliability_support import (
     assert_no_armed_deadline,
     async_pool_busy,
     call,
-    closed_port,
     no_leftovers,
-    response_bytes,
     sync_checked_out,
     watchdog_threads,
 )

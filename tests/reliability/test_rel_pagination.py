@@ -29,7 +29,7 @@ import pytest
 from history_server import HistoryServer
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from reliability_support import ConnSetter
+from loopback_support import ConnSetter
 
 from airflow_provider_localleads.exceptions import LocalLeadsError, LocalLeadsResponseError
 from airflow_provider_localleads.hooks import localleads as hook_module

@@ -22,18 +22,17 @@ from email.utils import format_datetime
 from typing import Any
 
 import pytest
-from reliability_support import (
+from loopback_support import (
     FAST,
     ConnSetter,
     RawFactory,
+    RawRequest,
     RawServer,
-    Seen,
     answer_every_request,
-    call,
     closed_port,
     response_bytes,
-    self_signed_server_context,
 )
+from reliability_support import call, self_signed_server_context
 
 from airflow_provider_localleads._retry import RetryPolicy
 from airflow_provider_localleads.exceptions import (
@@ -58,7 +57,7 @@ def failing_then_ok(status: int, failures: int, headers: dict[str, str] | None =
     """Keep-alive behaviour: ``failures`` answers of ``status`` (across connections), then 200."""
     state = {"n": 0}
 
-    def payload(seen: Seen) -> bytes:
+    def payload(seen: RawRequest) -> bytes:
         state["n"] += 1
         if state["n"] <= failures:
             return response_bytes(status, error_body(status), reason="X", headers=headers)
@@ -101,7 +100,7 @@ def test_status_classification_and_attempt_count(
     assert info.value.http_status == status
     retried = (status, error) in RETRIED
     assert info.value.transient is retried
-    assert len(server.seen) == (3 if retried else 1)
+    assert len(server.requests) == (3 if retried else 1)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -112,7 +111,7 @@ def test_a_transient_status_then_success_succeeds(
     server = raw_server(failing_then_ok(status, failures=2))
     set_conn("rel_recovers", host=server.url, password="k")
     assert call(LocalLeadsHook("rel_recovers", retry_policy=FAST), mode).available_credits == 82
-    assert len(server.seen) == 3
+    assert len(server.requests) == 3
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -124,7 +123,7 @@ def test_max_retries_extra_sets_the_attempt_count(
     set_conn("rel_retries", host=server.url, password="k", max_retries=retries)
     with pytest.raises(LocalLeadsServerError):
         call(LocalLeadsHook("rel_retries", retry_policy=FAST), mode)
-    assert len(server.seen) == retries + 1
+    assert len(server.requests) == retries + 1
 
 
 def _reset_first(conn: socket.socket, server: RawServer) -> None:
@@ -202,7 +201,7 @@ def test_tls_certificate_failure_is_not_retried(raw_server: RawFactory, set_conn
 
 
 def _gaps(server: RawServer) -> list[float]:
-    times = [s.at for s in server.seen]
+    times = [s.at for s in server.requests]
     return [b - a for a, b in itertools.pairwise(times)]
 
 
@@ -222,8 +221,8 @@ def test_default_backoff_is_about_half_a_second_doubling_with_jitter(
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("form", ["seconds", "http-date"])
 def test_retry_after_is_honoured(raw_server: RawFactory, set_conn: ConnSetter, mode: str, form: str) -> None:
-    def payload(seen: Seen) -> bytes:
-        if len(server.seen) == 1:
+    def payload(seen: RawRequest) -> bytes:
+        if len(server.requests) == 1:
             value = "1" if form == "seconds" else format_datetime(_utcnow_plus(2), usegmt=True)
             return response_bytes(429, error_body(429), reason="Too Many", headers={"Retry-After": value})
         return response_bytes()
@@ -256,7 +255,7 @@ def test_retry_after_beyond_120_s_is_a_rate_limit_error_at_once(
     with pytest.raises(LocalLeadsRateLimitError) as info:
         call(LocalLeadsHook("rel_ra_long", retry_policy=FAST), mode)
     assert time.monotonic() - started < 1
-    assert len(server.seen) == 1
+    assert len(server.requests) == 1
     assert info.value.retry_after is not None
     assert 3590 <= info.value.retry_after <= 3600
     assert "asked us to wait 3" in str(info.value)
@@ -289,7 +288,7 @@ def test_a_503_asking_for_longer_than_the_call_waits_says_how_long(
     with pytest.raises(LocalLeadsServerError) as info:
         call(LocalLeadsHook("rel_503_long", retry_policy=FAST), mode)
     assert time.monotonic() - started < 1  # no point in retrying: it asked for an hour
-    assert len(server.seen) == 1
+    assert len(server.requests) == 1
     message = str(info.value)
     assert "come back in 3600 s" in message
     assert "longer than the 120 s" in message
@@ -312,7 +311,7 @@ def test_unusable_retry_after_falls_back_to_backoff(
         answer_every_request(
             lambda seen: (
                 response_bytes(503, error_body(503), reason="X", headers={"Retry-After": value})
-                if len(server.seen) == 1
+                if len(server.requests) == 1
                 else response_bytes()
             )
         )

@@ -19,17 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_support import (
+from loopback_support import (
     FAST,
     ConnSetter,
     RawFactory,
+    RawRequest,
     RawServer,
-    Seen,
     answer_every_request,
-    call,
     closed_port,
     response_bytes,
 )
+from reliability_support import call
 
 from airflow_provider_localleads.exceptions import (
     LocalLeadsAuthenticationError,
@@ -81,7 +81,7 @@ def _never_answers(conn: Any, server: RawServer) -> None:
     server.stopping.wait()
 
 
-def _echo_key_everywhere(seen: Seen) -> bytes:
+def _echo_key_everywhere(seen: RawRequest) -> bytes:
     auth = seen.headers.get("authorization", "")
     body = b'{"success": false, "error": "bad token ' + auth.encode() + b'"}'
     return response_bytes(503, body, reason="Echo", headers={"X-Request-Id": auth[:100], "Retry-After": "0"})
@@ -147,7 +147,7 @@ def test_the_key_the_server_echoes_is_redacted_not_dropped(raw_server: RawFactor
     assert info.value.request_id == "Bearer ***"
 
 
-def _redirect_to(target: str, status: int) -> Callable[[Seen], bytes]:
+def _redirect_to(target: str, status: int) -> Callable[[RawRequest], bytes]:
     return lambda seen: response_bytes(status, b"", reason="Moved", headers={"Location": target + seen.target})
 
 
@@ -162,10 +162,10 @@ def test_a_redirect_is_not_followed_so_the_key_never_reaches_another_origin(
     with pytest.raises(LocalLeadsResponseError, match="redirects are not followed") as info:
         call(LocalLeadsHook("rel_redirect", retry_policy=FAST), mode)
     assert not info.value.transient
-    assert len(origin.seen) == 1  # not retried either
-    assert origin.seen[0].headers["authorization"] == f"Bearer {CANARY}"
+    assert len(origin.requests) == 1  # not retried either
+    assert origin.requests[0].headers["authorization"] == f"Bearer {CANARY}"
     assert elsewhere.accepted == 0
-    assert elsewhere.seen == []
+    assert elsewhere.requests == []
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -184,7 +184,7 @@ def test_netrc_cannot_replace_the_authorization_header(
     server = raw_server(answer_every_request(response_bytes()))
     set_conn("rel_netrc", host=server.url, password=CANARY)
     assert call(LocalLeadsHook("rel_netrc"), mode).available_credits == 82
-    assert [s.headers.get("authorization") for s in server.seen] == [f"Bearer {CANARY}"]
+    assert [s.headers.get("authorization") for s in server.requests] == [f"Bearer {CANARY}"]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -192,6 +192,6 @@ def test_the_key_goes_only_in_the_authorization_header(raw_server: RawFactory, s
     server = raw_server(answer_every_request(response_bytes()))
     set_conn("rel_where", host=server.url, password=CANARY)
     call(LocalLeadsHook("rel_where"), mode)
-    (seen,) = server.seen
+    (seen,) = server.requests
     assert CANARY not in seen.target  # never in the URL or query string
     assert [name for name, value in seen.headers.items() if CANARY in value] == ["authorization"]

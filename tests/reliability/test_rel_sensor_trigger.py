@@ -17,14 +17,8 @@ from typing import Any
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
-from reliability_support import (
-    ConnSetter,
-    RawFactory,
-    answer_every_request,
-    closed_port,
-    response_bytes,
-    self_signed_server_context,
-)
+from loopback_support import ConnSetter, RawFactory, answer_every_request, closed_port, response_bytes
+from reliability_support import self_signed_server_context
 
 from airflow_provider_localleads.exceptions import (
     InsufficientCreditsError,

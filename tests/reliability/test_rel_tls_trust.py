@@ -11,14 +11,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from reliability_support import (
-    ConnSetter,
-    RawFactory,
-    answer_every_request,
-    call,
-    response_bytes,
-    self_signed_server_context,
-)
+from loopback_support import ConnSetter, RawFactory, answer_every_request, response_bytes
+from reliability_support import call, self_signed_server_context
 
 from airflow_provider_localleads._tls import CA_BUNDLE_VARIABLES
 from airflow_provider_localleads.exceptions import LocalLeadsConfigurationError, LocalLeadsTLSError
