@@ -241,6 +241,10 @@ class CreditsTrigger(BaseEventTrigger):  # type: ignore[misc]
         )
 
 
+#: How many subscribers one turn of the event loop wakes when a poll result is fanned out.
+_FAN_OUT_BATCH = 100
+
+
 class _PollFailed:
     """Delivered to subscribers when the group's poll ends; re-raised in each of them."""
 
@@ -296,8 +300,18 @@ class _PollGroup:
         if self._groups.get(self.key) is self:
             del self._groups[self.key]
 
-    def _offer(self, item: Any) -> None:
-        for queue in self.queues:
+    async def _offer(self, item: Any) -> None:
+        """Hand ``item`` to every subscriber, ``_FAN_OUT_BATCH`` at a time.
+
+        Each put wakes a subscriber; waking 1,000 in one go would run all of them (filter, event,
+        log lines) in one turn of the event loop and stall every other trigger of the triggerer
+        for that long. Yielding between batches bounds one turn to one batch.
+        """
+        for index, queue in enumerate(list(self.queues)):
+            if index and index % _FAN_OUT_BATCH == 0:
+                await asyncio.sleep(0)
+            if queue not in self.queues:
+                continue  # left while we yielded
             if queue.full():
                 queue.get_nowait()
             queue.put_nowait(item)
@@ -306,11 +320,11 @@ class _PollGroup:
         error: BaseException
         try:
             async for raw in CreditsTrigger.open_shared_stream(kwargs):
-                self._offer(raw)
+                await self._offer(raw)
             error = RuntimeError("The LocalLeads balance poll ended unexpectedly")
         except asyncio.CancelledError:
             raise
         except Exception as err:  # noqa: BLE001 - handed to every subscriber
             error = err
         self._evict()
-        self._offer(_PollFailed(error))
+        await self._offer(_PollFailed(error))

@@ -360,3 +360,39 @@ def test_the_event_loop_is_never_blocked(sandbox: SandboxServer, conn_id: str, t
         return worst
 
     assert asyncio.run(scenario()) < 0.2
+
+
+def test_the_in_process_fan_out_wakes_one_batch_per_loop_turn() -> None:
+    """Airflow < 3.3: a poll result reaches 1,000 waiters in batches, with other tasks running in between.
+
+    Woken all at once, 1,000 triggers would fire (filter, event, log lines) in one turn of the loop
+    and stall every other trigger of the triggerer. Subscribers that leave during the fan-out are
+    skipped, and every one still there gets the item.
+    """
+    batch = credits._FAN_OUT_BATCH
+    group = object.__new__(credits._PollGroup)  # no poll task: _offer is driven directly
+    queues: list[asyncio.Queue[Any]] = [asyncio.Queue(maxsize=1) for _ in range(10 * batch)]
+    group.queues = set(queues)
+    leaving = set(queues[-batch:])
+    seen_between: list[int] = []
+
+    async def other_task() -> None:
+        while True:
+            delivered = sum(1 for q in queues if q.full())
+            seen_between.append(delivered)
+            if delivered:  # the fan-out has started: the last batch's subscribers leave
+                group.queues -= leaving
+            await asyncio.sleep(0)
+
+    async def main() -> None:
+        probe = asyncio.create_task(other_task())
+        await asyncio.sleep(0)
+        await group._offer("balance")
+        probe.cancel()
+
+    asyncio.run(main())
+    partial = [n for n in seen_between if 0 < n < len(queues) - len(leaving)]
+    assert partial, f"the other task never ran during the fan-out: {seen_between}"
+    assert max(b - a for a, b in itertools.pairwise(seen_between)) <= batch
+    assert all(q.get_nowait() == "balance" for q in queues if q not in leaving)
+    assert not any(q.full() for q in leaving)
