@@ -373,14 +373,15 @@ def test_the_in_process_fan_out_wakes_one_batch_per_loop_turn() -> None:
     group = object.__new__(credits._PollGroup)  # no poll task: _offer is driven directly
     queues: list[asyncio.Queue[Any]] = [asyncio.Queue(maxsize=1) for _ in range(10 * batch)]
     group.queues = set(queues)
-    leaving = set(queues[-batch:])
+    leaving: set[asyncio.Queue[Any]] = set()
     seen_between: list[int] = []
 
     async def other_task() -> None:
         while True:
             delivered = sum(1 for q in queues if q.full())
             seen_between.append(delivered)
-            if delivered:  # the fan-out has started: the last batch's subscribers leave
+            if delivered and not leaving:  # the fan-out has started: a batch not reached yet leaves
+                leaving.update([q for q in queues if not q.full()][:batch])
                 group.queues -= leaving
             await asyncio.sleep(0)
 
@@ -393,6 +394,7 @@ def test_the_in_process_fan_out_wakes_one_batch_per_loop_turn() -> None:
     asyncio.run(main())
     partial = [n for n in seen_between if 0 < n < len(queues) - len(leaving)]
     assert partial, f"the other task never ran during the fan-out: {seen_between}"
+    assert len(leaving) == batch
     assert max(b - a for a, b in itertools.pairwise(seen_between)) <= batch
     assert all(q.get_nowait() == "balance" for q in queues if q not in leaving)
     assert not any(q.full() for q in leaving)
