@@ -33,6 +33,7 @@ FAST = RetryPolicy(backoff_base=0.01, backoff_max=0.02)
 
 BALANCE_PATH = "/api/v1/credits/balance"
 TRANSACTIONS_PATH = "/api/v1/credits/transactions"
+#: The balance example of the API documentation (shared/api-docs/credits.txt), used by every suite.
 BALANCE_DATA: dict[str, Any] = {
     "monthlyCredits": 100,
     "bonusCredits": 25,

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from loopback_support import ConnSetter, RawFactory, answer_every_request, response_bytes
+from loopback_support import BALANCE_DATA, ConnSetter, RawFactory, answer_every_request, response_bytes
 from reliability_support import call
 
 from airflow_provider_localleads._responses import parse_balance, parse_transaction_page
@@ -49,14 +49,7 @@ def redact(text: str) -> str:
 
 
 def good_balance(**changes: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "monthlyCredits": 100,
-        "bonusCredits": 25,
-        "usedCredits": 43,
-        "availableCredits": 82,
-        "resetDay": 1,
-        "lastResetAt": "2026-05-01T00:00:00.000Z",
-    }
+    data: dict[str, Any] = dict(BALANCE_DATA)
     data.update(changes)
     return data
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from loopback_support import BALANCE_DATA
 
 from airflow_provider_localleads.exceptions import LocalLeadsResponseError
 from airflow_provider_localleads.models import (
@@ -22,14 +23,6 @@ from airflow_provider_localleads.models import (
 )
 
 # The exact examples of /work/shared/api-docs/credits.txt.
-BALANCE_DATA: dict[str, Any] = {
-    "monthlyCredits": 100,
-    "bonusCredits": 25,
-    "usedCredits": 43,
-    "availableCredits": 82,
-    "resetDay": 1,
-    "lastResetAt": "2026-05-01T00:00:00.000Z",
-}
 TRANSACTIONS_DATA: list[dict[str, Any]] = [
     {
         "id": "txn_abc123",

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
+from loopback_support import BALANCE_BODY
 
 from airflow_provider_localleads import exceptions
 from airflow_provider_localleads._responses import excerpt, interpret_response, request_id_from
@@ -23,19 +24,7 @@ from airflow_provider_localleads.exceptions import (
 
 KEY = "sk_canary_9f8e7d"
 PATH = "/api/v1/credits/balance"
-GOOD_BODY = json.dumps(
-    {
-        "success": True,
-        "data": {
-            "monthlyCredits": 100,
-            "bonusCredits": 25,
-            "usedCredits": 43,
-            "availableCredits": 82,
-            "resetDay": 1,
-            "lastResetAt": "2026-05-01T00:00:00.000Z",
-        },
-    }
-).encode()
+GOOD_BODY = BALANCE_BODY
 HTML_PAGE = (
     b"<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head>\n<body><h1>Bad Gateway</h1></body></html>"
 )
