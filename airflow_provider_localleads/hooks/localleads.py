@@ -162,30 +162,33 @@ class _KeyRedactingFilter(logging.Filter):
 _REDACT_LOGS = _KeyRedactingFilter()
 
 
+def _exception_chain(err: BaseException) -> Iterator[BaseException]:
+    """``err`` and every exception it was raised from or during (``__cause__``/``__context__``), once each."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
 def _strip_requests(err: BaseException) -> None:
     """Drop the request/response objects that requests and httpx hang on their exceptions.
 
     They hold the ``Authorization`` header; the exception itself is kept as our error's cause, for
     its type and message, but must not carry the key into error trackers or pickles.
     """
-    seen: set[int] = set()
-    current: BaseException | None = err
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for current in _exception_chain(err):
         if isinstance(current, requests.exceptions.RequestException):
             current.request = None
             current.response = None
         elif hasattr(current, "_request"):  # httpx.RequestError
             with contextlib.suppress(AttributeError, TypeError):
                 current._request = None
-        current = current.__cause__ or current.__context__
 
 
 def _is_tls_failure(err: BaseException) -> bool:
-    seen: set[int] = set()
-    current: BaseException | None = err
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for current in _exception_chain(err):
         if isinstance(current, ssl.SSLError | ssl.CertificateError | requests.exceptions.SSLError):
             return True
         if isinstance(current, requests.exceptions.RequestException) and current.args:
@@ -194,7 +197,6 @@ def _is_tls_failure(err: BaseException) -> bool:
                 inner.reason, urllib3.exceptions.SSLError | ssl.SSLError
             ):
                 return True
-        current = current.__cause__ or current.__context__
     return False
 
 
@@ -500,7 +502,7 @@ class LocalLeadsHook(BaseHook):
         one ``createdAt`` must the API keep their relative order stable between requests.
         """
         page_size = _validate_limit("page_size", page_size)
-        first = self._history_page(page_size, 0)
+        first = self.list_transactions(limit=page_size, offset=0)
         yield from first.items
         if not first.items or _ends_history(first, 0, page_size):
             return
@@ -509,7 +511,7 @@ class LocalLeadsHook(BaseHook):
         offset = cursor.next_offset(read_limit)
         search = _Relocation()
         while True:
-            page = self._history_page(read_limit, offset)
+            page = self.list_transactions(limit=read_limit, offset=offset)
             items = page.items
             if not items and offset == 0:
                 return  # everything was deleted
@@ -540,10 +542,6 @@ class LocalLeadsHook(BaseHook):
                     "Run the listing again (ideally when fewer transactions are being added or deleted)",
                     path=TRANSACTIONS_PATH,
                 )
-
-    def _history_page(self, limit: int, offset: int) -> TransactionPage:
-        # Through the public method on purpose: one place for the request and the page checks.
-        return self.list_transactions(limit=limit, offset=offset)
 
     def test_connection(self) -> tuple[bool, str]:
         """Read the balance (read-only) to prove the host and API key work; used by the UI's Test button."""
