@@ -20,9 +20,10 @@ a ``KeyError``/``TypeError``/bare ``ValueError``). What they decide, beyond the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_localleads._retry import parse_retry_after
@@ -240,6 +241,23 @@ def _out_of_range(err: Exception, path: str) -> LocalLeadsResponseError:
     )
 
 
+@contextlib.contextmanager
+def _answer_context(
+    *, path: str, status: int, headers: Mapping[str, str], redact: Callable[[str], str]
+) -> Iterator[None]:
+    """Turn what building a model from an answer raises into a LocalLeadsResponseError with the HTTP
+    status and request id: the models' field errors (they only know the path), the page checks
+    here, and values Python cannot represent (OverflowError/ValueError)."""
+    try:
+        yield
+    except LocalLeadsResponseError as err:
+        raise _with_context(err, path=path, status=status, headers=headers, redact=redact) from None
+    except (OverflowError, ValueError) as err:
+        raise _with_context(
+            _out_of_range(err, path), path=path, status=status, headers=headers, redact=redact
+        ) from None
+
+
 def parse_balance(
     status: int, headers: Mapping[str, str], body: bytes, *, path: str, redact: Callable[[str], str]
 ) -> CreditBalance:
@@ -247,30 +265,18 @@ def parse_balance(
     from airflow_provider_localleads.models import CreditBalance
 
     parsed = interpret_response(status, headers, body, path=path, redact=redact)
-    try:
+    with _answer_context(path=path, status=status, headers=headers, redact=redact):
         balance = CreditBalance.from_api(parsed.get("data"), path=path)
-    except LocalLeadsResponseError as err:
-        raise _with_context(err, path=path, status=status, headers=headers, redact=redact) from None
-    except (OverflowError, ValueError) as err:
-        raise _with_context(
-            _out_of_range(err, path), path=path, status=status, headers=headers, redact=redact
-        ) from None
-    try:
-        # Computed from lastResetAt by every consumer (summary, to_dict, XCom): prove it can be.
-        balance.next_reset_at  # noqa: B018
-    except (ValueError, OverflowError):
-        raise _with_context(
-            LocalLeadsResponseError(
+        try:
+            # Computed from lastResetAt by every consumer (summary, to_dict, XCom): prove it can be.
+            balance.next_reset_at  # noqa: B018
+        except (ValueError, OverflowError):
+            raise LocalLeadsResponseError(
                 "Unexpected response from the LocalLeads API: data.lastResetAt "
                 f"{balance.last_reset_at.isoformat()} is too close to the end of the calendar to compute the "
                 "next reset; check the host in the connection",
                 path=path,
-            ),
-            path=path,
-            status=status,
-            headers=headers,
-            redact=redact,
-        ) from None
+            ) from None
     return balance
 
 
@@ -296,50 +302,39 @@ def parse_transaction_page(
     from airflow_provider_localleads.models import TransactionPage
 
     parsed = interpret_response(status, headers, body, path=path, redact=redact)
-    try:
+    with _answer_context(path=path, status=status, headers=headers, redact=redact):
         page = TransactionPage.from_api(parsed.get("data"), parsed.get("meta"), path=path)
-    except LocalLeadsResponseError as err:
-        raise _with_context(err, path=path, status=status, headers=headers, redact=redact) from None
-    except (OverflowError, ValueError) as err:
-        raise _with_context(
-            _out_of_range(err, path), path=path, status=status, headers=headers, redact=redact
-        ) from None
-    problem = None
-    if page.offset != offset:
-        problem = (
-            f"meta.offset is {page.offset} but offset={offset} was asked for; a proxy or cache may be "
-            "dropping the query string"
-        )
-    elif len(page.items) > limit:
-        problem = f"the page holds {len(page.items)} transactions but limit={limit} was asked for"
-    else:
-        for i, (newer, older) in enumerate(zip(page.items, page.items[1:], strict=False)):
-            if older.created_at > newer.created_at:
-                problem = (
-                    f"data[{i + 1}] ({excerpt(older.id, redact, 60)!r}) is newer than data[{i}] before it: the page "
-                    "is out of order (the API lists newest first), so the history cannot be listed reliably"
-                )
-                break
-    if problem is None:
-        seen: set[str] = set()
-        for item in page.items:
-            if item.id in seen:
-                problem = (
-                    f"transaction id {excerpt(item.id, redact, 60)!r} appears twice in one page, so the "
-                    "history cannot be listed exactly once"
-                )
-                break
-            seen.add(item.id)
-    if problem is not None:
-        raise _with_context(
-            LocalLeadsResponseError(
+        problem = _page_problem(page, limit=limit, offset=offset, redact=redact)
+        if problem is not None:
+            raise LocalLeadsResponseError(
                 f"Unexpected response from the LocalLeads API: {problem}. Check the host in the connection; "
                 "if it is right, report this to LocalLeads with the request id",
                 path=path,
-            ),
-            path=path,
-            status=status,
-            headers=headers,
-            redact=redact,
-        ) from None
+            )
     return page
+
+
+def _page_problem(page: TransactionPage, *, limit: int, offset: int, redact: Callable[[str], str]) -> str | None:
+    """What makes ``page`` not the page asked for, or None."""
+    if page.offset != offset:
+        return (
+            f"meta.offset is {page.offset} but offset={offset} was asked for; a proxy or cache may be "
+            "dropping the query string"
+        )
+    if len(page.items) > limit:
+        return f"the page holds {len(page.items)} transactions but limit={limit} was asked for"
+    for i, (newer, older) in enumerate(zip(page.items, page.items[1:], strict=False)):
+        if older.created_at > newer.created_at:
+            return (
+                f"data[{i + 1}] ({excerpt(older.id, redact, 60)!r}) is newer than data[{i}] before it: the page "
+                "is out of order (the API lists newest first), so the history cannot be listed reliably"
+            )
+    seen: set[str] = set()
+    for item in page.items:
+        if item.id in seen:
+            return (
+                f"transaction id {excerpt(item.id, redact, 60)!r} appears twice in one page, so the "
+                "history cannot be listed exactly once"
+            )
+        seen.add(item.id)
+    return None
