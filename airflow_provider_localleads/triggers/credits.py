@@ -106,8 +106,8 @@ class CreditsTrigger(BaseEventTrigger):  # type: ignore[misc]
 
         poll_interval = float(kwargs.get("poll_interval", 300.0))
         conn_id = kwargs.get("localleads_conn_id", "localleads_default")
-        # Building an httpx client loads the CA bundle into a new SSL context: tens of milliseconds
-        # of CPU that would stall every other trigger in the loop, so it is done in a thread.
+        # The first client in the process loads the CA bundle (tens of milliseconds of CPU, then
+        # shared; see _tls.py): done in a thread so it does not stall every other trigger in the loop.
         client = await asyncio.to_thread(LocalLeadsHook.async_client)
         async with client:
             while True:
