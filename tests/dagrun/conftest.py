@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from log_capture import captured_task_logs
 
 from airflow_provider_localleads.sandbox import BALANCE_PATH, SandboxServer
 
@@ -234,33 +235,9 @@ def failures() -> FailureRecorder:
 
 @pytest.fixture
 def task_log(capfd: pytest.CaptureFixture[str]) -> Iterator[Callable[[], str]]:
-    """``task_log()``: everything the run's tasks and triggers logged so far in this test.
-
-    3.x task and trigger logs are structlog lines on stdout (read through ``capfd``); 2.11 logs through
-    stdlib logging, to ``airflow.task`` (which does not propagate) and, for triggers, the root logger,
-    whose handlers were bound to streams before this test began, so a handler is attached to both.
-    """
-    import io
-    import logging
-
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setLevel(logging.DEBUG)
-    loggers = [logging.getLogger("airflow.task"), logging.getLogger()]
-    for logger in loggers:
-        logger.addHandler(handler)
-    collected: list[str] = []
-
-    def read() -> str:
-        captured = capfd.readouterr()
-        collected.append(captured.out + captured.err)
-        return "".join(collected) + stream.getvalue()
-
-    try:
+    """``task_log()``: everything the run's tasks and triggers logged so far in this test."""
+    with captured_task_logs(capfd) as read:
         yield read
-    finally:
-        for logger in loggers:
-            logger.removeHandler(handler)
 
 
 # --------------------------------------------------------------------------------------------------

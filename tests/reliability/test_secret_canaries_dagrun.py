@@ -12,9 +12,7 @@ causes included), XCom values and rendered fields, and finally every byte under 
 from __future__ import annotations
 
 import importlib.util
-import io
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -26,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from log_capture import captured_task_logs
 
 from airflow_provider_localleads.operators.credits import CheckCreditsOperator
 from airflow_provider_localleads.sandbox import BALANCE_PATH, SandboxServer
@@ -77,22 +76,8 @@ def canary_sandbox(airflow_db: None, monkeypatch: pytest.MonkeyPatch) -> Iterato
 @pytest.fixture
 def output(capfd: pytest.CaptureFixture[str]) -> Iterator[Callable[[], str]]:
     """Everything printed or logged so far (3.x: structlog on stdout; 2.11: stdlib, incl. airflow.task)."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setLevel(logging.DEBUG)
-    loggers = [logging.getLogger("airflow.task"), logging.getLogger()]
-    for logger in loggers:
-        logger.addHandler(handler)
-    collected: list[str] = []
-
-    def read() -> str:
-        out, err = capfd.readouterr()
-        collected.append(out + err)
-        return "".join(collected) + stream.getvalue()
-
-    yield read
-    for logger in loggers:
-        logger.removeHandler(handler)
+    with captured_task_logs(capfd) as read:
+        yield read
 
 
 def assert_no_canary(where: str, text: str) -> None:
