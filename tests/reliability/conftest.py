@@ -15,6 +15,8 @@ from loopback_support import raw_server_fixture as raw_server_fixture
 from loopback_support import set_conn_fixture as set_conn_fixture
 from reliability_support import assert_no_armed_deadline
 
+from airflow_provider_localleads._tls import CA_BUNDLE_VARIABLES
+
 _NETWORK_VARS = (
     "HTTP_PROXY",
     "HTTPS_PROXY",
@@ -25,9 +27,7 @@ _NETWORK_VARS = (
     "all_proxy",
     "no_proxy",
     "NETRC",
-    "REQUESTS_CA_BUNDLE",
-    "CURL_CA_BUNDLE",
-    "SSL_CERT_FILE",
+    *CA_BUNDLE_VARIABLES,
     "LOCALLEADS_API_KEY",
 )
 

@@ -1,7 +1,8 @@
 """One CA bundle for both paths: what the worker (requests) trusts, the triggerer (httpx) trusts too.
 
 A real TLS server on loopback presents a self-signed certificate for 127.0.0.1; each test names it
-(or a wrong path) in one of the environment variables and calls the hook in both modes.
+(or a wrong path) in one of the environment variables and calls the hook in both modes. The suite's
+conftest clears every CA variable before each test.
 """
 
 from __future__ import annotations
@@ -14,17 +15,10 @@ import pytest
 from loopback_support import ConnSetter, RawFactory, answer_every_request, response_bytes
 from reliability_support import call, self_signed_server_context
 
-from airflow_provider_localleads._tls import CA_BUNDLE_VARIABLES
 from airflow_provider_localleads.exceptions import LocalLeadsConfigurationError, LocalLeadsTLSError
 from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
 
 MODES = ["sync", "async"]
-
-
-@pytest.fixture(autouse=True)
-def _no_ca_variables(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in CA_BUNDLE_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
