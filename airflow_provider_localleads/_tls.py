@@ -6,8 +6,9 @@ way would make a sensor in poke mode work and the same sensor deferred fail with
 error. Both paths therefore use :func:`ca_bundle_from_env`: requests' variables first (as requests
 itself would), then OpenSSL's; with none set, certifi's bundle (both libraries' default).
 
-Loading a CA bundle costs 25-50 ms of CPU, so the async path shares one ``SSLContext`` per bundle
-in the process (:func:`shared_ssl_context`).
+Loading a CA bundle costs 25-50 ms of CPU, so it is loaded once per process: the async path
+shares that ``SSLContext`` (:func:`shared_ssl_context`), and both paths refuse a bundle that does
+not load, naming its variable, before any request (:func:`checked_ca_bundle`).
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ def ca_bundle_from_env() -> tuple[str, str] | None:
 
 
 def checked_ca_bundle() -> str | None:
-    """The CA bundle path from the environment (None for certifi's), after checking it exists.
+    """The CA bundle path from the environment (None for certifi's), after checking it loads.
 
-    A wrong path would otherwise surface as a confusing connection or certificate error on the
-    first request; this names the variable to fix.
+    A wrong path, or a file that holds no certificates, would otherwise surface as a confusing
+    connection or certificate error on the first request (and a different one in each path); this
+    names the variable to fix. The check loads the bundle once per process (cached).
     """
     found = ca_bundle_from_env()
     if found is None:
@@ -46,6 +48,14 @@ def checked_ca_bundle() -> str | None:
             f"The CA bundle named by the environment variable {name} does not exist: {path!r}. Fix the path "
             f"on the workers and the triggerer, or unset {name} to trust the default (certifi) certificates"
         )
+    try:
+        _ssl_context_for(path)
+    except (OSError, ssl.SSLError) as err:
+        raise LocalLeadsConfigurationError(
+            f"The CA bundle named by the environment variable {name} cannot be loaded: {path!r} "
+            f"({type(err).__name__}: {err}); it must hold PEM certificates. Fix it on the workers and the "
+            f"triggerer, or unset {name} to trust the default (certifi) certificates"
+        ) from err
     return path
 
 
@@ -60,12 +70,6 @@ def _ssl_context_for(ca_bundle: str | None) -> ssl.SSLContext:
         import certifi
 
         return ssl.create_default_context(cafile=certifi.where())
-    try:
-        if os.path.isdir(ca_bundle):
-            return ssl.create_default_context(capath=ca_bundle)
-        return ssl.create_default_context(cafile=ca_bundle)
-    except (OSError, ssl.SSLError) as err:
-        raise LocalLeadsConfigurationError(
-            f"The CA bundle {ca_bundle!r} (from {', '.join(CA_BUNDLE_VARIABLES)}) cannot be loaded "
-            f"({type(err).__name__}: {err}); it must be PEM certificates"
-        ) from err
+    if os.path.isdir(ca_bundle):
+        return ssl.create_default_context(capath=ca_bundle)
+    return ssl.create_default_context(cafile=ca_bundle)

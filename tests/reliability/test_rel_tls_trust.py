@@ -79,3 +79,19 @@ def test_a_missing_ca_bundle_names_the_variable(
     assert "SSL_CERT_FILE" in message
     assert "gone.pem" in message
     assert "unset SSL_CERT_FILE" in message
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_ca_bundle_that_is_not_certificates_is_refused_before_any_request(
+    mode: str, tls_server_url: tuple[str, Path], set_conn: ConnSetter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, cert = tls_server_url
+    garbage = cert.with_name("not-a-bundle.pem")
+    garbage.write_text("this is not PEM\n")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(garbage))
+    set_conn("tls_garbage", host=url, password="k")
+    with pytest.raises(LocalLeadsConfigurationError) as info:
+        call(LocalLeadsHook("tls_garbage"), mode)
+    assert "not-a-bundle.pem" in str(info.value)
+    assert "REQUESTS_CA_BUNDLE" in str(info.value)
+    assert "PEM certificates" in str(info.value)
