@@ -398,3 +398,16 @@ def test_the_in_process_fan_out_wakes_one_batch_per_loop_turn() -> None:
     assert max(b - a for a, b in itertools.pairwise(seen_between)) <= batch
     assert all(q.get_nowait() == "balance" for q in queues if q not in leaving)
     assert not any(q.full() for q in leaving)
+
+
+@pytest.mark.parametrize("poll_interval", [0.05, 1.0, 60.0, 300.0])
+def test_firing_triggers_spread_their_work_over_a_bounded_window(poll_interval: float) -> None:
+    """1,000 triggers that fire on one poll do not all run in one turn of the loop, and none waits
+    longer than min(MAX_SPREAD, poll_interval / 2) before firing (before the next poll arrives)."""
+    window = min(credits.CreditsTrigger.MAX_SPREAD, poll_interval / 2)
+    triggers = [make_trigger(CONN_ID, 100 + i, poll_interval=poll_interval) for i in range(1000)]
+    delays = [t.spread for t in triggers]
+    assert all(0 <= d < window for d in delays)
+    assert len(set(delays)) >= 400  # spread over many distinct moments
+    assert max(delays) > 0.8 * window
+    assert credits.CreditsTrigger.MAX_SPREAD == 1.0
