@@ -1,21 +1,21 @@
-"""Turn one HTTP answer (status, headers, body bytes) into the API's JSON object or a typed error.
+"""Turn one HTTP answer (status, headers, body bytes) into a model or a typed error.
 
 Shared by the synchronous (requests) and asynchronous (httpx) paths so both judge answers the same
 way. Error messages quote at most a short, whitespace-collapsed excerpt of what the server said,
 passed through ``redact`` so that a server echoing the API key back cannot leak it into logs.
 
-:func:`parse_balance` and :func:`parse_transaction_page` are the whole path from bytes to a model
-that the hook uses: whatever the bytes, the result is a valid model or a ``LocalLeadsError`` (never
-a ``KeyError``/``TypeError``/bare ``ValueError``). What they decide, beyond the models' own checks:
+:func:`parse_answer` is the whole path from bytes to a model that the hook uses for every endpoint:
+whatever the bytes, the result is a valid model or a ``LocalLeadsError`` (never a
+``KeyError``/``TypeError``/bare ``ValueError``). What it decides, beyond the models' own checks:
 
 * The ``Content-Type`` is not trusted either way: the body is judged on what it is (a JSON object
   labelled ``text/plain`` is accepted; an HTML page labelled ``application/json`` is refused).
 * Lone UTF-16 surrogates (``"\\ud800"`` escapes) in any string become U+FFFD, so a model can always be
-  encoded, logged and stored; NUL characters are valid JSON text and are kept.
-* A page whose ``meta.offset`` is not the offset asked for, with more items than the limit asked
-  for, out of order (not newest first) or with the same id twice is refused: paging over it could
-  skip or repeat transactions.
+  encoded, logged and stored; NUL characters are valid JSON text and are kept. An integer longer
+  than Python converts is valid JSON: the field holding it is named (``OversizedInteger``).
 * Field errors carry the HTTP status and the request id, like every other error.
+
+:func:`check_page` refuses a transactions page that is not the one asked for.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import contextlib
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow_provider_localleads._retry import parse_retry_after
 from airflow_provider_localleads.exceptions import (
@@ -35,9 +35,12 @@ from airflow_provider_localleads.exceptions import (
     LocalLeadsResponseError,
     LocalLeadsServerError,
 )
+from airflow_provider_localleads.models import OversizedInteger
 
 if TYPE_CHECKING:
-    from airflow_provider_localleads.models import CreditBalance, TransactionPage
+    from airflow_provider_localleads.models import TransactionPage
+
+T = TypeVar("T")
 
 #: Headers that carry the server's (or its CDN's) request id, quoted in errors for support tickets.
 REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-amzn-requestid", "cf-ray")
@@ -74,6 +77,13 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a valid JSON number")
 
 
+def _parse_int(digits: str) -> int | OversizedInteger:
+    try:
+        return int(digits)
+    except ValueError:  # more digits than sys.get_int_max_str_digits()
+        return OversizedInteger(len(digits.lstrip("-")))
+
+
 def _without_lone_surrogates(value: Any) -> Any:
     """``value`` with U+FFFD for every lone surrogate in its strings (keys included); iterative, so
     that a deeply nested document cannot exhaust the stack here."""
@@ -105,7 +115,7 @@ def decode_json(body: bytes) -> Any:
     they cannot be encoded as UTF-8, so logging or storing such a string later would crash.
     """
     text = body.decode("utf-8-sig")
-    parsed = json.loads(text, parse_constant=_reject_constant)
+    parsed = json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int)
     if _SURROGATE_ESCAPE.search(text):
         parsed = _without_lone_surrogates(parsed)
     return parsed
@@ -121,7 +131,7 @@ def _server_message(parsed: Any, body: bytes, redact: Callable[[str], str]) -> s
             parts = [str(error[k]) for k in ("code", "message") if isinstance(error.get(k), str | int)]
             if parts:
                 return excerpt(": ".join(parts), redact)
-            return excerpt(json.dumps(error), redact)
+            return excerpt(json.dumps(error, default=str), redact)
     return excerpt(body.decode("utf-8", "replace"), redact)
 
 
@@ -258,59 +268,41 @@ def _answer_context(
         ) from None
 
 
-def parse_balance(
-    status: int, headers: Mapping[str, str], body: bytes, *, path: str, redact: Callable[[str], str]
-) -> CreditBalance:
-    """Bytes to :class:`CreditBalance` (what ``get_balance`` and ``aget_balance`` return), or a LocalLeadsError."""
-    from airflow_provider_localleads.models import CreditBalance
-
-    parsed = interpret_response(status, headers, body, path=path, redact=redact)
-    with _answer_context(path=path, status=status, headers=headers, redact=redact):
-        balance = CreditBalance.from_api(parsed.get("data"), path=path)
-        try:
-            # Computed from lastResetAt by every consumer (summary, to_dict, XCom): prove it can be.
-            balance.next_reset_at  # noqa: B018
-        except (ValueError, OverflowError):
-            raise LocalLeadsResponseError(
-                "Unexpected response from the LocalLeads API: data.lastResetAt "
-                f"{balance.last_reset_at.isoformat()} is too close to the end of the calendar to compute the "
-                "next reset; check the host in the connection",
-                path=path,
-            ) from None
-    return balance
-
-
-def parse_transaction_page(
+def parse_answer(
     status: int,
     headers: Mapping[str, str],
     body: bytes,
     *,
     path: str,
     redact: Callable[[str], str],
-    limit: int,
-    offset: int,
-) -> TransactionPage:
-    """Bytes to :class:`TransactionPage` for a request of ``limit``/``offset``, or a LocalLeadsError.
+    build: Callable[[Mapping[str, Any]], T],
+) -> T:
+    """Bytes to a model: ``build`` gets the JSON object of a successful answer (``Model.from_response``).
 
-    Beyond the model's checks, the page must be the one asked for: ``meta.offset`` equal to the
-    offset sent (a proxy or cache that drops the query string would otherwise make a listing loop
-    or repeat), no more items than the limit sent, newest first, and no id twice (refused rather than
-    de-duplicated: a page that contradicts itself cannot be paged exactly once). ``meta.total`` is
-    taken as the API's estimate; a total smaller than the page is accepted (totals and pages may
-    be counted at different moments) and ``iter_transactions`` does not rely on it to stop.
+    Everything ``build`` raises about the answer's content becomes a LocalLeadsResponseError with
+    the HTTP status and request id; errors of the status itself come from :func:`interpret_response`.
     """
-    from airflow_provider_localleads.models import TransactionPage
-
     parsed = interpret_response(status, headers, body, path=path, redact=redact)
     with _answer_context(path=path, status=status, headers=headers, redact=redact):
-        page = TransactionPage.from_api(parsed.get("data"), parsed.get("meta"), path=path)
-        problem = _page_problem(page, limit=limit, offset=offset, redact=redact)
-        if problem is not None:
-            raise LocalLeadsResponseError(
-                f"Unexpected response from the LocalLeads API: {problem}. Check the host in the connection; "
-                "if it is right, report this to LocalLeads with the request id",
-                path=path,
-            )
+        return build(parsed)
+
+
+def check_page(page: TransactionPage, *, limit: int, offset: int, redact: Callable[[str], str]) -> TransactionPage:
+    """``page`` if it is the page asked for with ``limit``/``offset``, else a LocalLeadsResponseError.
+
+    ``meta.offset`` must equal the offset sent (a proxy or cache that drops the query string would
+    otherwise make a listing loop or repeat), no more items than the limit sent, newest first, and
+    no id twice (refused rather than de-duplicated: a page that contradicts itself cannot be paged
+    exactly once). ``meta.total`` is taken as the API's estimate; a total smaller than the page is
+    accepted (totals and pages may be counted at different moments) and the listing does not rely
+    on it to stop. Call it inside :func:`parse_answer`'s ``build`` (its errors get the context there).
+    """
+    problem = _page_problem(page, limit=limit, offset=offset, redact=redact)
+    if problem is not None:
+        raise LocalLeadsResponseError(
+            f"Unexpected response from the LocalLeads API: {problem}. Check the host in the connection; "
+            "if it is right, report this to LocalLeads with the request id",
+        )
     return page
 
 

@@ -1,14 +1,18 @@
-"""One retry policy for the synchronous hook and the asynchronous trigger.
+"""Which failures are retried and how long to wait: one decision, for the hook, the sensor and the trigger.
 
-Retried: 408, 429, 5xx, connection errors, timeouts and bodies cut short (all ``transient``
-LocalLeadsErrors). Not retried: other 4xx, TLS failures, and answers we cannot parse. Waits grow
-exponentially (0.5 s, 1 s, 2 s, ... capped at 8 s) with jitter, so many workers that failed together
-do not come back together; a server's Retry-After wins when it is usable. Every call also has an
-overall deadline, so the total time spent is bounded whatever the server does.
+:func:`is_transient` is the one answer to "may asking again help?": rate limits, server errors and
+network problems yes (their error classes say ``transient``); a wrong key, a bad request, a TLS
+failure or an answer we cannot understand no. The hook retries what it says, and the sensor and the
+trigger keep waiting on it.
 
-The two loops (``call_with_retries`` / ``acall_with_retries``) are thin: every decision is in
-``RetryPolicy.next_wait`` so the sync and async paths cannot disagree. (tenacity splits "stop" from
-"wait"; here the Retry-After, the deadline and the attempt count decide together, in one place.)
+How long: exponential backoff (0.5 s, 1 s, 2 s, ... capped at 8 s) with jitter, so workers that
+failed together do not come back together; a server's usable Retry-After wins. When to stop: after
+``max_retries`` retries, when the server asks for a longer wait than we accept, or when the next wait
+would end past the call's deadline (so the total time is bounded whatever the server does).
+
+The loops are tenacity's ``Retrying`` and ``AsyncRetrying`` with that retry predicate, wait and stop;
+the deadline is measured on this module's own monotonic clock, the one each attempt's budget
+(the time left) is computed from.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
+
+from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception
 
 from airflow_provider_localleads.exceptions import LocalLeadsError, LocalLeadsRateLimitError, LocalLeadsServerError
 
@@ -33,7 +39,9 @@ class _Log(Protocol):
     def warning(self, msg: Any, /, *args: Any) -> Any: ...
 
 
-RETRYABLE_STATUS_CODES = frozenset({408, 429, *range(500, 600)})
+def is_transient(error: BaseException) -> bool:
+    """Whether trying again later may succeed: retried by the hook, waited through by sensor and trigger."""
+    return isinstance(error, LocalLeadsError) and error.transient
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -81,19 +89,21 @@ class RetryPolicy:
         ceiling = min(self.backoff_max, self.backoff_base * 2.0 ** (attempt - 1))
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
+    def wait(self, attempt: int, error: LocalLeadsError) -> float:
+        """How long to wait after failed attempt ``attempt``: the server's Retry-After, else the backoff."""
+        return error.retry_after if error.retry_after is not None else self.backoff(attempt)
+
+    def gives_up(self, attempt: int, error: LocalLeadsError, elapsed_after_wait: float) -> bool:
+        """Whether to stop after attempt ``attempt`` instead of waiting until ``elapsed_after_wait``."""
+        too_long = error.retry_after is not None and error.retry_after > self.max_retry_after
+        return attempt >= self.attempts or too_long or elapsed_after_wait >= self.deadline
+
     def next_wait(self, attempt: int, error: LocalLeadsError, elapsed: float) -> float | None:
         """Seconds to wait before the next attempt, or None to give up and raise ``error``."""
-        if not error.transient or attempt >= self.attempts:
+        if not is_transient(error):
             return None
-        if error.retry_after is not None:
-            if error.retry_after > self.max_retry_after:
-                return None
-            wait = error.retry_after
-        else:
-            wait = self.backoff(attempt)
-        if elapsed + wait >= self.deadline:
-            return None
-        return wait
+        wait = self.wait(attempt, error)
+        return None if self.gives_up(attempt, error, elapsed + wait) else wait
 
     def final_error(self, error: LocalLeadsError, attempt: int, elapsed: float = 0.0) -> LocalLeadsError:
         """The error to raise when giving up, with a Retry-After that was too long made explicit.
@@ -127,8 +137,47 @@ class RetryPolicy:
         )
 
 
-def _log_retry(log: _Log, error: LocalLeadsError, attempt: int, policy: RetryPolicy, wait: float) -> None:
-    log.warning("%s; retrying in %.1f s (attempt %d of %d)", error, wait, attempt + 1, policy.attempts)
+def _strategy(policy: RetryPolicy, log: _Log) -> tuple[dict[str, Any], Callable[[], float]]:
+    """tenacity's retry, wait, stop and callbacks for one call of ``policy``, and the call's time left.
+
+    The call's clock starts now.
+    """
+    start = time.monotonic()
+
+    def error_of(state: RetryCallState) -> LocalLeadsError:
+        assert state.outcome is not None
+        error = state.outcome.exception()
+        assert isinstance(error, LocalLeadsError)  # the retry predicate only lets these through
+        return error
+
+    def stop(state: RetryCallState) -> bool:
+        elapsed_after_wait = time.monotonic() - start + state.upcoming_sleep
+        return policy.gives_up(state.attempt_number, error_of(state), elapsed_after_wait)
+
+    def log_retry(state: RetryCallState) -> None:
+        log.warning(
+            "%s; retrying in %.1f s (attempt %d of %d)",
+            error_of(state),
+            state.upcoming_sleep,
+            state.attempt_number + 1,
+            policy.attempts,
+        )
+
+    def give_up(state: RetryCallState) -> NoReturn:
+        error = error_of(state)
+        raise policy.final_error(error, state.attempt_number, time.monotonic() - start) from error.__cause__
+
+    def seconds_left() -> float:
+        return max(policy.deadline - (time.monotonic() - start), 0.001)
+
+    strategy = {
+        "retry": retry_if_exception(is_transient),
+        "wait": lambda state: policy.wait(state.attempt_number, error_of(state)),
+        "stop": stop,
+        "before_sleep": log_retry,
+        "retry_error_callback": give_up,
+    }
+    return strategy, seconds_left
 
 
 def call_with_retries(
@@ -139,20 +188,13 @@ def call_with_retries(
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
     """Run ``attempt_once(seconds_left)`` until it succeeds or the policy gives up."""
-    start = time.monotonic()
-    attempt = 0
-    while True:
-        attempt += 1
-        elapsed = time.monotonic() - start
-        try:
-            return attempt_once(max(policy.deadline - elapsed, 0.001))
-        except LocalLeadsError as error:
-            elapsed = time.monotonic() - start
-            wait = policy.next_wait(attempt, error, elapsed)
-            if wait is None:
-                raise policy.final_error(error, attempt, elapsed) from error.__cause__
-            _log_retry(log, error, attempt, policy, wait)
-            sleep(wait)
+    strategy, seconds_left = _strategy(policy, log)
+    result: T = Retrying(sleep=sleep, **strategy)(lambda: attempt_once(seconds_left()))
+    return result
+
+
+async def _asleep(seconds: float) -> None:
+    await asyncio.sleep(seconds)
 
 
 async def acall_with_retries(
@@ -162,17 +204,10 @@ async def acall_with_retries(
     log: _Log,
 ) -> T:
     """The asynchronous twin of :func:`call_with_retries`; it only ever sleeps with asyncio."""
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            return await attempt_once(max(policy.deadline - (loop.time() - start), 0.001))
-        except LocalLeadsError as error:
-            elapsed = loop.time() - start
-            wait = policy.next_wait(attempt, error, elapsed)
-            if wait is None:
-                raise policy.final_error(error, attempt, elapsed) from error.__cause__
-            _log_retry(log, error, attempt, policy, wait)
-            await asyncio.sleep(wait)
+    strategy, seconds_left = _strategy(policy, log)
+
+    async def attempt() -> T:  # tenacity awaits only what a coroutine function returns
+        return await attempt_once(seconds_left())
+
+    result: T = await AsyncRetrying(sleep=_asleep, **strategy)(attempt)
+    return result

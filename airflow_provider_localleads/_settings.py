@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,9 +137,29 @@ def _base_url(conn_id: str, host: str | None, schema: str | None, port: int | No
     return f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}"
 
 
+def _check_key_characters(conn_id: str, api_key: str, source: str) -> None:
+    """Refuse a key that cannot travel in an HTTP header, before anything is sent.
+
+    Keys are printable ASCII. A pasted curly quote or a look-alike Cyrillic letter would otherwise
+    make requests or httpx raise a UnicodeEncodeError whose message and args hold the whole key.
+    Only the position and the Unicode name of the first bad character are quoted, never the key.
+    """
+    for position, char in enumerate(api_key, start=1):
+        if not "!" <= char <= "~":
+            what = unicodedata.name(char, "a control character") if char.isprintable() else "a control character"
+            raise _error(
+                conn_id,
+                f"the API key in {source} has a character that cannot be sent in an HTTP header: character "
+                f"{position} of {len(api_key)} is U+{ord(char):04X} ({what}). API keys are plain ASCII; copy the "
+                "key again from the LocalLeads dashboard (a word processor or chat may have replaced quotes or "
+                "letters)",
+            )
+
+
 def settings_from_connection(
     conn: Any,
     *,
+    extra: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
     timeout: float | None = None,
     max_retries: int | None = None,
@@ -147,11 +168,12 @@ def settings_from_connection(
 
     Raises LocalLeadsConfigurationError naming the field and the fix; unknown extras are refused
     rather than ignored, because a misspelt ``max_retries`` silently doing nothing is worse.
+    ``extra``: the connection's extras when already read (asynchronously, in the triggerer).
     """
     conn_id = str(conn.conn_id)
     environ = os.environ if environ is None else environ
     try:
-        extras: dict[str, Any] = dict(conn.extra_dejson or {})
+        extras: dict[str, Any] = dict((conn.extra_dejson if extra is None else extra) or {})
     except Exception as err:  # noqa: BLE001 - any failure here means the extra is not valid JSON
         raise _error(conn_id, f"extra is not a JSON object ({type(err).__name__})") from None
     normalised: dict[str, Any] = {}
@@ -166,13 +188,17 @@ def settings_from_connection(
     insecure_ok = _flag(conn_id, "allow_insecure_http", normalised.get("allow_insecure_http"))
     base_url = _base_url(conn_id, conn.host, conn.schema, conn.port, insecure_ok)
 
-    api_key = (conn.password or "").strip() or environ.get(API_KEY_ENV_VAR, "").strip()
+    api_key = (conn.password or "").strip()
+    key_source = "the connection's password field"
+    if not api_key:
+        api_key, key_source = environ.get(API_KEY_ENV_VAR, "").strip(), f"the {API_KEY_ENV_VAR} environment variable"
     if not api_key:
         raise _error(
             conn_id,
             f"no API key: put it in the connection's password field or set the {API_KEY_ENV_VAR} "
             "environment variable on the workers and the triggerer",
         )
+    _check_key_characters(conn_id, api_key, key_source)
 
     conn_timeout = _timeout(conn_id, normalised.get("timeout"))
     chosen_timeout = timeout if timeout is not None else conn_timeout

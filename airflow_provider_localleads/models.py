@@ -4,19 +4,47 @@ The API speaks camelCase JSON; DAG code gets frozen dataclasses with snake_case 
 strict on purpose: this provider decides whether paid-for work may start, so a missing field, a
 string where a number belongs, ``true`` posing as ``1`` or a timestamp without a time zone is an
 error naming the field, never a guess. Unknown extra fields are accepted (the API may grow).
+Timestamps are pendulum ``DateTime``s in UTC, Airflow's own date type.
+
+Each answer's model has ``from_response(body)``, which reads the whole JSON object of a successful
+answer: what the hook's endpoint methods hand to its request helper.
 """
 
 from __future__ import annotations
 
-import calendar
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import pendulum
+
 from airflow_provider_localleads.exceptions import LocalLeadsResponseError
 
-__all__ = ["CreditBalance", "CreditTransaction", "TransactionPage", "next_anniversary"]
+__all__ = ["CreditBalance", "CreditTransaction", "OversizedInteger", "TransactionPage", "next_anniversary"]
+
+
+class OversizedInteger:
+    """A JSON integer with more digits than Python converts (``sys.get_int_max_str_digits()``).
+
+    Valid JSON, so the body is not "not JSON"; the field reading it reports it by name.
+    """
+
+    __slots__ = ("digits",)
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+    def __repr__(self) -> str:
+        return f"<an integer of {self.digits} digits>"
+
+    __str__ = __repr__
+
+
+def _utc(value: datetime) -> pendulum.DateTime:
+    """``value`` as a pendulum DateTime in UTC (the constructor: ~10x cheaper than ``pendulum.instance``)."""
+    v = value.astimezone(UTC)
+    return pendulum.DateTime(v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond, tzinfo=pendulum.UTC)
 
 
 def _describe(value: object) -> str:
@@ -51,6 +79,8 @@ class _Fields:
 
     def integer(self, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
         value = self._get(name)
+        if isinstance(value, OversizedInteger):
+            raise self.error(f"{self.where}.{name} is out of range: {value}")
         # bool is an int subclass in Python; `true` is not a credit count.
         if type(value) is not int:
             raise self.error(f"{self.where}.{name} must be an integer, got {_describe(value)}")
@@ -68,7 +98,7 @@ class _Fields:
             raise self.error(f"{self.where}.{name} must not be empty")
         return value
 
-    def timestamp(self, name: str) -> datetime:
+    def timestamp(self, name: str) -> pendulum.DateTime:
         raw = self.string(name)
         try:
             parsed = datetime.fromisoformat(raw)
@@ -77,7 +107,7 @@ class _Fields:
         if parsed.tzinfo is None or parsed.utcoffset() is None:
             raise self.error(f"{self.where}.{name} has no time zone: {_describe(raw)}")
         try:
-            return parsed.astimezone(UTC)
+            return _utc(parsed)
         except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 is before year 1 in UTC
             raise self.error(f"{self.where}.{name} is out of range in UTC: {_describe(raw)}") from None
 
@@ -86,7 +116,7 @@ def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def next_anniversary(after: datetime, reset_day: int) -> datetime:
+def next_anniversary(after: datetime, reset_day: int) -> pendulum.DateTime:
     """The first billing anniversary strictly after ``after``, in UTC.
 
     The anniversary is day ``reset_day`` of a month, clamped to that month's last day (reset day 31
@@ -95,14 +125,12 @@ def next_anniversary(after: datetime, reset_day: int) -> datetime:
     """
     if not 1 <= reset_day <= 31:
         raise ValueError(f"reset_day must be between 1 and 31, got {reset_day}")
-    after = after.astimezone(UTC)
-    year, month = after.year, after.month
-    for _ in range(2):
-        day = min(reset_day, calendar.monthrange(year, month)[1])
-        candidate = after.replace(year=year, month=month, day=day)
+    after = _utc(after)
+    for months in (0, 1):
+        month = after.set(day=1).add(months=months)
+        candidate = month.set(day=min(reset_day, month.days_in_month))
         if candidate > after:
             return candidate
-        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
     raise AssertionError("unreachable: the next month's anniversary is always later")  # pragma: no cover
 
 
@@ -119,10 +147,10 @@ class CreditBalance:
     #: Day of the month (1-31) on which monthly credits reset; clamped to short months.
     reset_day: int
     #: When the monthly credits last reset (UTC).
-    last_reset_at: datetime
+    last_reset_at: pendulum.DateTime
 
     @property
-    def next_reset_at(self) -> datetime:
+    def next_reset_at(self) -> pendulum.DateTime:
         """The next billing anniversary after ``last_reset_at`` (UTC)."""
         return next_anniversary(self.last_reset_at, self.reset_day)
 
@@ -152,7 +180,7 @@ class CreditBalance:
     def from_api(cls, data: object, *, path: str | None = None) -> CreditBalance:
         """Parse the ``data`` object of a balance answer; raise LocalLeadsResponseError naming the field."""
         f = _Fields(data, "data", path)
-        return cls(
+        balance = cls(
             monthly_credits=f.integer("monthlyCredits", minimum=0),
             bonus_credits=f.integer("bonusCredits", minimum=0),
             used_credits=f.integer("usedCredits", minimum=0),
@@ -160,6 +188,22 @@ class CreditBalance:
             reset_day=f.integer("resetDay", minimum=1, maximum=31),
             last_reset_at=f.timestamp("lastResetAt"),
         )
+        try:
+            # Computed from lastResetAt by every consumer (summary, to_dict, XCom): prove it can be.
+            balance.next_reset_at  # noqa: B018
+        except (ValueError, OverflowError):
+            raise LocalLeadsResponseError(
+                "Unexpected response from the LocalLeads API: data.lastResetAt "
+                f"{balance.last_reset_at.isoformat()} is too close to the end of the calendar to compute the "
+                "next reset; check the host in the connection",
+                path=path,
+            ) from None
+        return balance
+
+    @classmethod
+    def from_response(cls, body: Mapping[str, Any]) -> CreditBalance:
+        """The balance in a successful answer of ``GET /api/v1/credits/balance``."""
+        return cls.from_api(body.get("data"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +216,7 @@ class CreditTransaction:
     #: Negative for deductions, positive for resets and top-ups.
     amount: int
     description: str
-    created_at: datetime
+    created_at: pendulum.DateTime
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -227,3 +271,8 @@ class TransactionPage:
         if len(items) > limit:
             raise m.error(f"data has {len(items)} items, more than meta.limit={limit}")
         return cls(items=items, total=m.integer("total", minimum=0), limit=limit, offset=m.integer("offset", minimum=0))
+
+    @classmethod
+    def from_response(cls, body: Mapping[str, Any]) -> TransactionPage:
+        """The page in a successful answer of ``GET /api/v1/credits/transactions``."""
+        return cls.from_api(body.get("data"), body.get("meta"))

@@ -21,7 +21,7 @@ from loopback_support import (
     response_bytes,
 )
 
-from airflow_provider_localleads import __version__, _compat
+from airflow_provider_localleads import __version__
 from airflow_provider_localleads.exceptions import (
     LocalLeadsAuthenticationError,
     LocalLeadsConnectionError,
@@ -156,20 +156,29 @@ def test_aget_balance_malformed_bodies(
 def test_aget_balance_looks_the_connection_up_without_blocking(
     localleads_sandbox: SandboxServer, sandbox_hook: LocalLeadsHook, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Inside a running event loop the synchronous look-up is off limits; aget_connection is used, once."""
+    """Inside a running event loop the synchronous look-up is off limits: common.compat's
+    get_async_connection is used, once (on Airflow before 3.3.2 it runs the synchronous look-up in a
+    worker thread, which is allowed)."""
+    from airflow.providers.common.compat import connection as compat_connection
 
-    def no_sync_lookup(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("synchronous get_connection called from the event loop")
+    real_lookup = LocalLeadsHook.get_connection
 
-    monkeypatch.setattr(LocalLeadsHook, "get_connection", no_sync_lookup)
+    def lookup_off_the_loop(cls: type[LocalLeadsHook], conn_id: str) -> Any:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return real_lookup(conn_id)
+        raise AssertionError("synchronous get_connection called on the event loop")
+
+    monkeypatch.setattr(LocalLeadsHook, "get_connection", classmethod(lookup_off_the_loop))
     calls: list[str] = []
-    real = _compat.aget_connection
+    real = compat_connection.get_async_connection
 
-    async def spy(conn_id: str) -> Any:
+    async def spy(conn_id: str, hook: Any = None) -> Any:
         calls.append(conn_id)
-        return await real(conn_id)
+        return await real(conn_id, hook)
 
-    monkeypatch.setattr(_compat, "aget_connection", spy)
+    monkeypatch.setattr(compat_connection, "get_async_connection", spy)
 
     async def main() -> tuple[CreditBalance, CreditBalance]:
         first = await sandbox_hook.aget_balance()

@@ -1,6 +1,6 @@
 """Promise 3: whatever bytes come back, the hook returns a valid model or raises a LocalLeadsError.
 
-"The full path the hook uses" is ``_responses.parse_balance`` / ``parse_transaction_page``:
+"The full path the hook uses" is ``_responses.parse_answer`` with the endpoint's model builder:
 status + headers + body bytes -> ``interpret_response`` -> model parsing -> page checks. Those are
 fed arbitrary bytes, arbitrary JSON and near-valid documents (each field valid or arbitrary), and
 a fixed corpus of known-bad answers. A valid model must also be usable: ``to_dict()`` is strict
@@ -9,8 +9,8 @@ picklable. A handful of corpus answers also go over a real socket through the sy
 
 Decisions recorded by the corpus: the Content-Type is not trusted either way (the body is judged);
 extra fields are accepted; ``"10"``, ``true``, ``1.5``, ``1e400`` are not integers; a BOM is
-tolerated; NUL is kept; lone surrogates become U+FFFD; NaN/Infinity and 5,000-digit numbers are
-not JSON; ``meta.total`` smaller than the page is accepted (the listing does not rely on it);
+tolerated; NUL is kept; lone surrogates become U+FFFD; NaN/Infinity are not JSON; a 5,000-digit
+integer is JSON, refused by the field that holds it; ``meta.total`` smaller than the page is accepted (the listing does not rely on it);
 duplicate ids in one page are refused.
 """
 
@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from loopback_support import BALANCE_DATA, ConnSetter, RawFactory, answer_every_request, response_bytes
 from reliability_support import call
 
-from airflow_provider_localleads._responses import parse_balance, parse_transaction_page
+from airflow_provider_localleads._responses import check_page, parse_answer
 from airflow_provider_localleads.exceptions import (
     LocalLeadsError,
     LocalLeadsRequestError,
@@ -86,10 +86,16 @@ def outcome(kind: str, status: int, body: bytes, headers: dict[str, str] | None 
     error: LocalLeadsError | None = None
     try:
         if kind == "balance":
-            result: Any = parse_balance(status, headers, body, path=BALANCE, redact=redact)
+            result: Any = parse_answer(
+                status, headers, body, path=BALANCE, redact=redact, build=CreditBalance.from_response
+            )
         else:
             args = {"limit": 10, "offset": 0, **page_args}
-            result = parse_transaction_page(status, headers, body, path=PAGE, redact=redact, **args)
+
+            def build(answer: Any) -> TransactionPage:  # what LocalLeadsHook.list_transactions builds
+                return check_page(TransactionPage.from_response(answer), redact=redact, **args)
+
+            result = parse_answer(status, headers, body, path=PAGE, redact=redact, build=build)
     except LocalLeadsError as err:
         error = err
     if error is not None:
@@ -286,7 +292,7 @@ CORPUS: list[tuple[str, str, int, bytes, dict[str, str], Any, str]] = [
         b'{"success": true, "data": {"monthlyCredits": ' + b"9" * 5000 + b"}}",
         {},
         BAD,
-        "JSON",
+        "data.monthlyCredits is out of range: <an integer of 5000 digits>",
     ),
     ("bom", "balance", 200, b"\xef\xbb\xbf" + body_of(good_balance()), {}, CreditBalance, ""),
     ("latin-1", "balance", 200, body_of(good_balance()).replace(b'"success"', b'"success\xe9"'), {}, BAD, "not JSON"),

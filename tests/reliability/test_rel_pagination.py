@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from loopback_support import ConnSetter
 
 from airflow_provider_localleads.exceptions import LocalLeadsError, LocalLeadsResponseError
-from airflow_provider_localleads.hooks import localleads as hook_module
+from airflow_provider_localleads import _pagination
 from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
 
 
@@ -289,7 +289,7 @@ def test_a_group_of_ties_larger_than_a_read(hook: LocalLeadsHook, history: Histo
 def test_too_many_ties_to_remember_is_a_clear_error(
     hook: LocalLeadsHook, history: HistoryServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(hook_module, "_MAX_TIE_IDS", 5)
+    monkeypatch.setattr(_pagination, "_MAX_TIE_IDS", 5)
     history.reset([5_000] * 12 + [1_000] * 5)
     listing = run_listing(hook, history, 3)
     assert isinstance(listing.error, LocalLeadsResponseError)

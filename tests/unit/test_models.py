@@ -9,6 +9,7 @@ import json
 from datetime import UTC, datetime, time, timedelta, timezone
 from typing import Any
 
+import pendulum
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -70,6 +71,11 @@ def make_balance(reset_day: int, last_reset_at: datetime) -> CreditBalance:
     )
 
 
+def is_pendulum_utc(value: datetime) -> bool:
+    """A pendulum DateTime in UTC: what every model timestamp is (Airflow's own date type)."""
+    return isinstance(value, pendulum.DateTime) and value.tzinfo == pendulum.UTC and value.utcoffset() == timedelta(0)
+
+
 def utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)
 
@@ -92,6 +98,7 @@ def test_balance_from_documented_example() -> None:
     )
     assert balance.last_reset_at.utcoffset() == timedelta(0)
     assert balance.next_reset_at == utc(2026, 6, 1)
+    assert is_pendulum_utc(balance.last_reset_at) and is_pendulum_utc(balance.next_reset_at)
 
 
 def test_balance_from_api_does_not_modify_its_input() -> None:
@@ -145,7 +152,7 @@ def test_balance_timestamp_that_is_not_a_date_is_refused(raw: str) -> None:
 def test_balance_timestamp_with_offset_is_converted_to_utc() -> None:
     balance = CreditBalance.from_api(balance_data(lastResetAt="2026-05-01T02:30:00+02:00"))
     assert balance.last_reset_at == utc(2026, 5, 1, 0, 30)
-    assert balance.last_reset_at.tzinfo == UTC
+    assert is_pendulum_utc(balance.last_reset_at)
 
 
 def test_balance_extra_fields_are_accepted() -> None:
@@ -262,7 +269,7 @@ def test_balance_is_frozen() -> None:
 def test_next_reset_at(reset_day: int, last_reset_at: datetime, expected: datetime) -> None:
     balance = make_balance(reset_day, last_reset_at)
     assert balance.next_reset_at == expected
-    assert balance.next_reset_at.tzinfo == UTC
+    assert is_pendulum_utc(balance.next_reset_at)
 
 
 def test_next_reset_at_keeps_the_time_of_day() -> None:
@@ -277,7 +284,7 @@ def test_next_reset_at_of_non_utc_input_is_utc() -> None:
 
     assert result == utc(2026, 5, 1, 20, 0)
     assert result.utcoffset() == timedelta(0)
-    assert result.tzinfo == UTC
+    assert is_pendulum_utc(result)
 
 
 def test_next_reset_at_is_strictly_after_even_a_moment_before() -> None:
@@ -311,7 +318,7 @@ def test_next_anniversary_properties(after: datetime, reset_day: int) -> None:
     result = next_anniversary(after, reset_day)
     after_utc = after.astimezone(UTC)
 
-    assert result.tzinfo == UTC
+    assert is_pendulum_utc(result)
     assert result > after
     # The longest gap between two anniversaries is the longest month: 31 days.
     assert result - after <= timedelta(days=31)
@@ -352,6 +359,7 @@ def test_transaction_page_from_documented_example() -> None:
             created_at=utc(2026, 5, 1),
         ),
     )
+    assert all(is_pendulum_utc(t.created_at) for t in page.items)
     # total 28 but only 2 returned from offset 0: the documented example has more pages.
     assert page.has_more is True
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
-from loopback_support import BALANCE_BODY
+from loopback_support import BALANCE_BODY, BALANCE_DATA
 
 from airflow_provider_localleads import exceptions
-from airflow_provider_localleads._responses import excerpt, interpret_response, request_id_from
+from airflow_provider_localleads._responses import excerpt, interpret_response, parse_answer, request_id_from
 from airflow_provider_localleads.exceptions import (
     LocalLeadsAuthenticationError,
     LocalLeadsError,
@@ -21,6 +21,7 @@ from airflow_provider_localleads.exceptions import (
     LocalLeadsResponseError,
     LocalLeadsServerError,
 )
+from airflow_provider_localleads.models import CreditBalance, OversizedInteger
 
 KEY = "sk_canary_9f8e7d"
 PATH = "/api/v1/credits/balance"
@@ -261,9 +262,17 @@ def test_utf8_bom_is_tolerated() -> None:
     assert interpret(200, b'\xef\xbb\xbf{"success": true, "data": {}}') == {"success": True, "data": {}}
 
 
-def test_5000_digit_number_is_refused_not_crashing() -> None:
-    err = error_of(200, b'{"success": true, "data": {"availableCredits": ' + b"9" * 5000 + b"}}")
-    assert type(err) is LocalLeadsResponseError
+def test_5000_digit_number_is_refused_by_the_field_that_holds_it() -> None:
+    # Valid JSON (longer than Python's 4,300-digit conversion limit): not "a body that is not JSON".
+    body = json.dumps({"success": True, "data": {**BALANCE_DATA, "availableCredits": 0}}).encode()
+    body = body.replace(b'"availableCredits": 0', b'"availableCredits": ' + b"9" * 5000)
+    assert isinstance(interpret(200, body)["data"]["availableCredits"], OversizedInteger)
+    with pytest.raises(LocalLeadsResponseError) as info:
+        parse_answer(200, {"X-Request-Id": "req-7"}, body, path=PATH, redact=redact, build=CreditBalance.from_response)
+    message = str(info.value)
+    assert "data.availableCredits is out of range: <an integer of 5000 digits>" in message
+    assert "not JSON" not in message and "proxy, captive portal" not in message
+    assert info.value.http_status == 200 and info.value.request_id == "req-7"
 
 
 # ---------------------------------------------------------------------------------------------

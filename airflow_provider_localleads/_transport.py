@@ -1,0 +1,453 @@
+"""One HTTP attempt against the API, synchronous (requests) and asynchronous (httpx).
+
+An attempt sends one GET and returns an :class:`Answer` (status, headers, capped body) or raises a
+:class:`~airflow_provider_localleads.exceptions.LocalLeadsError`; judging the answer is
+:mod:`airflow_provider_localleads._responses`' job and retrying is :mod:`airflow_provider_localleads._retry`'s.
+
+* Wall clock: socket timeouts bound each ``recv``, not the attempt, so a server dripping a byte a
+  second would hold a worker for hours. Sync attempts run under an
+  :class:`~airflow_provider_localleads._deadline.AttemptDeadline`, async ones under ``asyncio.timeout``.
+* Bodies are capped at ``MAX_BODY_BYTES``, announced or received, compressed or not.
+* The key: only ever in the ``Authorization`` header of this request (an auth object, so
+  ``~/.netrc`` cannot replace it), redirects are never followed, the exceptions chained under ours
+  are stripped of the request they carried, and the HTTP libraries' own DEBUG logs are redacted.
+* ONE table (:data:`_LOW_LEVEL`) turns what requests, urllib3, httpx, the ssl module and the OS
+  raise into our errors, for both attempts (:func:`_mapped_errors`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import logging
+import ssl
+import threading
+import zlib
+from collections.abc import Iterator, Mapping
+from functools import cache
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import requests
+import urllib3
+from requests.auth import AuthBase
+
+from airflow_provider_localleads import __version__
+from airflow_provider_localleads._deadline import AttemptDeadline, WatchedAdapter
+from airflow_provider_localleads._responses import MAX_BODY_BYTES, excerpt
+from airflow_provider_localleads._settings import ConnectionSettings, is_loopback
+from airflow_provider_localleads._tls import checked_ca_bundle, shared_ssl_context
+from airflow_provider_localleads.exceptions import (
+    LocalLeadsConnectionError,
+    LocalLeadsError,
+    LocalLeadsResponseError,
+    LocalLeadsTLSError,
+)
+
+if TYPE_CHECKING:
+    import httpx
+
+USER_AGENT = f"airflow-provider-localleads/{__version__}"
+#: Query parameters of one request.
+Params = Mapping[str, str | int] | None
+_READ_CHUNK = 65536
+#: What OpenSSL says when the other side answered a TLS hello in plain text (an http:// server).
+_PLAIN_HTTP_REASONS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"})
+
+
+class Answer(NamedTuple):
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+# ---------------------------------------------------------------------------------------------- the key
+
+
+class _BearerAuth(AuthBase):
+    """Sets ``Authorization: Bearer <key>``; as an auth object it also stops ``~/.netrc`` from replacing it."""
+
+    def __init__(self, api_key: str) -> None:
+        self._api_key = api_key
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._api_key}"
+        return request
+
+    def __repr__(self) -> str:
+        return "<_BearerAuth ***>"
+
+
+class _KeyRedactingFilter(logging.Filter):
+    """Removes the API keys this process uses from the HTTP libraries' own log records.
+
+    httpcore logs the *response* headers at DEBUG: a proxy echoing the ``Authorization`` header back
+    would put the key into the log of whoever turned DEBUG on, and not every handler is Airflow's
+    (which masks connection passwords). Costs nothing unless those loggers are enabled at DEBUG.
+    """
+
+    LOGGERS = (
+        "httpx",
+        "httpcore.connection",
+        "httpcore.http11",
+        "httpcore.http2",
+        "httpcore.proxy",
+        "httpcore.socks",
+        "urllib3.connectionpool",
+        "urllib3.connection",
+        "urllib3.response",
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._keys: frozenset[str] = frozenset()
+        self._lock = threading.Lock()
+        self._installed = False
+
+    def register(self, key: str) -> None:
+        if key in self._keys and self._installed:
+            return
+        with self._lock:
+            self._keys = self._keys | {key}
+            if not self._installed:
+                for name in self.LOGGERS:
+                    logging.getLogger(name).addFilter(self)
+                self._installed = True
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        keys = self._keys
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken record is the logging module's business, not ours
+            return True
+        if any(key in message for key in keys):
+            for key in keys:
+                message = message.replace(key, "***")
+            record.msg, record.args = message, None
+        return True
+
+
+_REDACT_LOGS = _KeyRedactingFilter()
+#: Redact this key from the HTTP libraries' DEBUG logs (the hook calls it for every key it uses).
+register_key = _REDACT_LOGS.register
+
+
+# ---------------------------------------------------------------------------------------------- sessions
+
+
+def open_session() -> requests.Session:
+    """A session for the synchronous attempts: our headers, our CA bundle, deadline-aware pools."""
+    session = requests.Session()
+    session.headers["User-Agent"] = USER_AGENT
+    session.headers["Accept"] = "application/json"
+    session.verify = checked_ca_bundle() or True  # the same CA bundle as the async path
+    for prefix in ("http://", "https://"):
+        session.mount(prefix, WatchedAdapter())
+    return session
+
+
+def open_async_client() -> httpx.AsyncClient:
+    """An ``httpx.AsyncClient`` for the asynchronous attempts (the trigger keeps one across polls).
+
+    Redirects are not followed and the key is set per request, never on the client. Bodies are asked
+    for uncompressed (``Accept-Encoding: identity``): httpx inflates a whole network chunk at once, so
+    a compressed answer could expand far past the cap before it is checked. The CA bundle is the one
+    the synchronous path trusts, loaded once per process (:mod:`airflow_provider_localleads._tls`).
+    """
+    import httpx
+
+    return httpx.AsyncClient(
+        headers={"User-Agent": USER_AGENT, "Accept": "application/json", "Accept-Encoding": "identity"},
+        follow_redirects=False,
+        verify=shared_ssl_context(),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- attempts
+
+
+class _Progress:
+    """How far an attempt got, for the error message: still connecting, or reading the answer."""
+
+    def __init__(self) -> None:
+        self.reading = False
+        self.timed_out = False
+
+
+def send(session: requests.Session, settings: ConnectionSettings, path: str, params: Params, budget: float) -> Answer:
+    """One synchronous GET, its whole answer read within ``budget`` seconds of wall clock."""
+    budget = min(budget, settings.connect_timeout + settings.read_timeout)
+    deadline = AttemptDeadline(budget)
+    progress = _Progress()
+    with _mapped_errors(settings, path, budget, progress, where="this worker"):
+        try:
+            with (
+                deadline,
+                session.get(
+                    settings.base_url + path,
+                    params=params,
+                    auth=_BearerAuth(settings.api_key),
+                    timeout=(min(settings.connect_timeout, budget), min(settings.read_timeout, budget)),
+                    allow_redirects=False,
+                    stream=True,
+                ) as response,
+            ):
+                progress.reading = True
+                body = _read_body(response, path, deadline)
+                return Answer(response.status_code, response.headers, body)
+        finally:
+            progress.timed_out = deadline.expired
+
+
+async def asend(
+    client: httpx.AsyncClient, settings: ConnectionSettings, path: str, params: Params, budget: float
+) -> Answer:
+    """One asynchronous GET, bounded by ``budget`` seconds of wall clock (``asyncio.timeout``)."""
+    import httpx
+
+    budget = min(budget, settings.connect_timeout + settings.read_timeout)
+    timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
+    progress = _Progress()
+    with _mapped_errors(settings, path, budget, progress, where="the triggerer"):
+        async with asyncio.timeout(budget):
+            request = client.build_request("GET", settings.base_url + path, params=params, timeout=timeout)
+            request.headers["Authorization"] = f"Bearer {settings.api_key}"
+            response = await client.send(request, stream=True, follow_redirects=False)
+            try:
+                progress.reading = True
+                _refuse_announced_oversize(response.headers, path, response.status_code)
+                body = _BoundedBody(response.headers.get("Content-Encoding", ""), path, response.status_code)
+                async for raw in response.aiter_raw():
+                    body.feed(raw)
+                body.finish()
+            finally:
+                await response.aclose()
+        return Answer(response.status_code, response.headers, body.value())
+
+
+def _read_body(response: requests.Response, path: str, deadline: AttemptDeadline) -> bytes:
+    """Read the body, at most MAX_BODY_BYTES (announced or received), before ``deadline`` expires."""
+    _refuse_announced_oversize(response.headers, path, response.status_code)
+    raw = response.raw
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        # read1 returns what has arrived instead of waiting for a full chunk (and bounds what one call
+        # may decompress), so the cap applies as bytes arrive. requests opens the raw stream with
+        # decoding off; iter_content would turn it on, so do we.
+        if hasattr(raw, "read1"):
+            chunk = raw.read1(_READ_CHUNK, decode_content=True)
+        else:  # urllib3 < 2
+            chunk = raw.read(_READ_CHUNK, decode_content=True)
+        if deadline.expired:
+            # The watchdog cut the connection: what looks like the end of the body may be that cut.
+            raise TimeoutError("the attempt's deadline expired while the body was being read")
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        _refuse_oversize(size, path, response.status_code)
+        chunks.append(chunk)
+
+
+def _refuse_announced_oversize(headers: Mapping[str, str], path: str, status: int) -> None:
+    declared = (headers.get("Content-Length") or "").strip()
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise LocalLeadsResponseError(
+            f"The LocalLeads API announced a {int(declared)}-byte answer, more than the {MAX_BODY_BYTES} bytes "
+            "this provider reads; check the connection's host",
+            path=path,
+            status_code=status,
+        )
+
+
+def _refuse_oversize(size: int, path: str, status: int) -> None:
+    if size > MAX_BODY_BYTES:
+        raise LocalLeadsResponseError(
+            f"The LocalLeads API answer is larger than the {MAX_BODY_BYTES} bytes this provider reads; check the "
+            "connection's host",
+            path=path,
+            status_code=status,
+        )
+
+
+class _BoundedBody:
+    """Collects an asynchronous body from raw bytes, inflating gzip/deflate with a bounded output.
+
+    The client asks for ``identity``; a server that compresses anyway is inflated here at most
+    ``MAX_BODY_BYTES + 1`` bytes at a time. Other encodings are refused.
+    """
+
+    def __init__(self, encoding: str, path: str, status: int) -> None:
+        self._path, self._status = path, status
+        self._chunks: list[bytes] = []
+        self._size = 0
+        encoding = encoding.strip().lower()
+        self._inflate: Any = None
+        if encoding in ("gzip", "x-gzip", "deflate"):
+            self._inflate = zlib.decompressobj(wbits=47)  # zlib or gzip header, detected
+        elif encoding not in ("", "identity"):
+            raise LocalLeadsResponseError(
+                f"The LocalLeads API answered with Content-Encoding {excerpt(encoding, str, 40)!r}, which this "
+                "provider does not decode (it asks for identity); check the connection's host or proxy",
+                path=path,
+                status_code=status,
+            )
+
+    def _add(self, data: bytes) -> None:
+        self._size += len(data)
+        _refuse_oversize(self._size, self._path, self._status)
+        self._chunks.append(data)
+
+    def feed(self, raw: bytes) -> None:
+        if self._inflate is None:
+            self._add(raw)
+            return
+        pending = raw
+        while pending:
+            self._add(self._inflate.decompress(pending, MAX_BODY_BYTES + 1 - self._size))
+            pending = self._inflate.unconsumed_tail
+
+    def finish(self) -> None:
+        if self._inflate is not None:
+            self._add(self._inflate.flush())
+
+    def value(self) -> bytes:
+        return b"".join(self._chunks)
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+
+@cache
+def _low_level() -> tuple[tuple[tuple[type[BaseException], ...], str, bool], ...]:
+    """What a low-level exception means: (types, kind, whether its whole chain counts); first row wins.
+
+    A timeout or a broken connection is judged by the exception raised (urllib3 2's
+    NewConnectionError is a ConnectTimeoutError too, so a refused connection chained under
+    requests' ConnectionError must not count as a timeout); a TLS failure anywhere in the chain is
+    one. Built on first failure: it imports httpx, which a synchronous worker need not load.
+    """
+    import httpx
+
+    timeouts = (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, TimeoutError, httpx.TimeoutException)
+    tls = (ssl.SSLError, ssl.CertificateError, requests.exceptions.SSLError, urllib3.exceptions.SSLError)
+    broken = (
+        requests.exceptions.RequestException,
+        urllib3.exceptions.HTTPError,
+        http.client.HTTPException,
+        httpx.RequestError,
+        zlib.error,
+        OSError,
+    )
+    return ((timeouts, "timeout", False), (tls, "tls", True), (broken, "broken", False))
+
+
+def _classify(err: BaseException) -> str | None:
+    """``"timeout"``, ``"tls"`` or ``"broken"`` for a failure below HTTP; None for anything else (a bug)."""
+    for types, kind, whole_chain in _low_level():
+        if any(isinstance(e, types) for e in (_exception_chain(err) if whole_chain else (err,))):
+            return kind
+    return None
+
+
+@contextlib.contextmanager
+def _mapped_errors(
+    settings: ConnectionSettings, path: str, budget: float, progress: _Progress, *, where: str
+) -> Iterator[None]:
+    """Turn every low-level exception raised inside into the LocalLeadsError it means (both attempts)."""
+    try:
+        yield
+    except LocalLeadsError:
+        raise
+    except Exception as err:
+        kind = _classify(err)
+        if kind is None:
+            raise
+        _strip_requests(err)
+        if progress.timed_out:
+            kind = "timeout"
+        raise _transport_error(err, kind, settings, path, budget, reading=progress.reading, where=where) from err
+
+
+def _transport_error(
+    err: BaseException, kind: str, settings: ConnectionSettings, path: str, budget: float, *, reading: bool, where: str
+) -> LocalLeadsError:
+    name, url = type(err).__name__, settings.base_url
+    if kind == "timeout" and reading:
+        message = (
+            f"The LocalLeads API at {url} sent its answer too slowly and the request ran out of time "
+            f"({budget:.1f} s, {name}); it may be overloaded, or a proxy is stalling"
+        )
+    elif kind == "timeout":
+        message = (
+            f"The LocalLeads API at {url} did not answer within {budget:.1f} s ({name}); it may be overloaded "
+            f"or unreachable from {where}"
+        )
+    elif kind == "tls" and not reading:
+        return LocalLeadsTLSError(
+            f"TLS to {url} failed ({name}); check the host name and the certificate, or the CA bundle "
+            "(REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, SSL_CERT_FILE or SSL_CERT_DIR on workers and triggerer)"
+            + _plain_http_hint(err, settings),
+            path=path,
+        )
+    elif reading:
+        message = (
+            f"The connection to the LocalLeads API at {url} broke while the answer was being read ({name}: "
+            "the body was cut short or reset); this is usually temporary"
+        )
+    else:
+        message = (
+            f"Could not reach the LocalLeads API at {url}, or it hung up without answering ({name}); check the "
+            f"connection's host and that {where} can reach it (DNS, firewall, proxy)"
+        )
+    return LocalLeadsConnectionError(message, path=path)
+
+
+def _plain_http_hint(err: BaseException, settings: ConnectionSettings) -> str:
+    """How to use http, when the server seems to speak it (or is on loopback, like the sandbox)."""
+    from urllib.parse import urlsplit
+
+    host = urlsplit(settings.base_url).hostname or ""
+    speaks_http = any(getattr(e, "reason", None) in _PLAIN_HTTP_REASONS for e in _exception_chain(err))
+    if not (speaks_http or is_loopback(host)):
+        return ""
+    seen = "answers plain http, not https" if speaks_http else "is on this machine and may serve plain http"
+    return (
+        f". The server {seen}: if that is intended (a local sandbox, a trusted private network), set the "
+        "connection's schema to http (URI form: localleads://:<API key>@host:port/http) or write http:// in "
+        "its host; a host that is not loopback also needs the extra allow_insecure_http"
+    )
+
+
+def _exception_chain(err: BaseException) -> Iterator[BaseException]:
+    """``err`` and every exception it was raised from or during, once each (plus urllib3's reasons)."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [err]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        for nested in (
+            current.__cause__ or current.__context__,
+            getattr(current, "reason", None),  # urllib3's MaxRetryError keeps its cause here
+            *(current.args[:1] if isinstance(current, requests.exceptions.RequestException) else ()),
+        ):
+            if isinstance(nested, BaseException):
+                pending.append(nested)
+
+
+def _strip_requests(err: BaseException) -> None:
+    """Drop the request/response objects that requests and httpx hang on their exceptions.
+
+    They hold the ``Authorization`` header; the exception stays our error's cause, for its type and
+    message, but must not carry the key into error trackers or pickles.
+    """
+    for current in _exception_chain(err):
+        if isinstance(current, requests.exceptions.RequestException):
+            current.request = None
+            current.response = None
+        elif hasattr(current, "_request"):  # httpx.RequestError
+            with contextlib.suppress(AttributeError, TypeError):
+                current._request = None
