@@ -20,9 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
-import logging
 import ssl
-import threading
 import zlib
 from collections.abc import Iterator, Mapping
 from functools import cache
@@ -30,11 +28,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import requests
 import urllib3
-from requests.auth import AuthBase
 
 from airflow_provider_localleads import __version__
 from airflow_provider_localleads._deadline import AttemptDeadline, WatchedAdapter
 from airflow_provider_localleads._responses import MAX_BODY_BYTES, excerpt
+from airflow_provider_localleads._secrets import BearerAuth, exception_chain, strip_requests
 from airflow_provider_localleads._settings import ConnectionSettings, is_loopback
 from airflow_provider_localleads._tls import checked_ca_bundle, shared_ssl_context
 from airflow_provider_localleads.exceptions import (
@@ -59,77 +57,6 @@ class Answer(NamedTuple):
     status: int
     headers: Mapping[str, str]
     body: bytes
-
-
-# ---------------------------------------------------------------------------------------------- the key
-
-
-class _BearerAuth(AuthBase):
-    """Sets ``Authorization: Bearer <key>``; as an auth object it also stops ``~/.netrc`` from replacing it."""
-
-    def __init__(self, api_key: str) -> None:
-        self._api_key = api_key
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = f"Bearer {self._api_key}"
-        return request
-
-    def __repr__(self) -> str:
-        return "<_BearerAuth ***>"
-
-
-class _KeyRedactingFilter(logging.Filter):
-    """Removes the API keys this process uses from the HTTP libraries' own log records.
-
-    httpcore logs the *response* headers at DEBUG: a proxy echoing the ``Authorization`` header back
-    would put the key into the log of whoever turned DEBUG on, and not every handler is Airflow's
-    (which masks connection passwords). Costs nothing unless those loggers are enabled at DEBUG.
-    """
-
-    LOGGERS = (
-        "httpx",
-        "httpcore.connection",
-        "httpcore.http11",
-        "httpcore.http2",
-        "httpcore.proxy",
-        "httpcore.socks",
-        "urllib3.connectionpool",
-        "urllib3.connection",
-        "urllib3.response",
-    )
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._keys: frozenset[str] = frozenset()
-        self._lock = threading.Lock()
-        self._installed = False
-
-    def register(self, key: str) -> None:
-        if key in self._keys and self._installed:
-            return
-        with self._lock:
-            self._keys = self._keys | {key}
-            if not self._installed:
-                for name in self.LOGGERS:
-                    logging.getLogger(name).addFilter(self)
-                self._installed = True
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        keys = self._keys
-        try:
-            message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a broken record is the logging module's business, not ours
-            return True
-        if any(key in message for key in keys):
-            for key in keys:
-                message = message.replace(key, "***")
-            record.msg, record.args = message, None
-        return True
-
-
-_REDACT_LOGS = _KeyRedactingFilter()
-#: Redact this key from the HTTP libraries' DEBUG logs (the hook calls it for every key it uses).
-register_key = _REDACT_LOGS.register
 
 
 # ---------------------------------------------------------------------------------------------- sessions
@@ -186,7 +113,7 @@ def send(session: requests.Session, settings: ConnectionSettings, path: str, par
                 session.get(
                     settings.base_url + path,
                     params=params,
-                    auth=_BearerAuth(settings.api_key),
+                    auth=BearerAuth(settings.api_key),
                     timeout=(min(settings.connect_timeout, budget), min(settings.read_timeout, budget)),
                     allow_redirects=False,
                     stream=True,
@@ -345,7 +272,7 @@ def _low_level() -> tuple[tuple[tuple[type[BaseException], ...], str, bool], ...
 def _classify(err: BaseException) -> str | None:
     """``"timeout"``, ``"tls"`` or ``"broken"`` for a failure below HTTP; None for anything else (a bug)."""
     for types, kind, whole_chain in _low_level():
-        if any(isinstance(e, types) for e in (_exception_chain(err) if whole_chain else (err,))):
+        if any(isinstance(e, types) for e in (exception_chain(err) if whole_chain else (err,))):
             return kind
     return None
 
@@ -363,7 +290,7 @@ def _mapped_errors(
         kind = _classify(err)
         if kind is None:
             raise
-        _strip_requests(err)
+        strip_requests(err)
         if progress.timed_out:
             kind = "timeout"
         raise _transport_error(err, kind, settings, path, budget, reading=progress.reading, where=where) from err
@@ -408,7 +335,7 @@ def _plain_http_hint(err: BaseException, settings: ConnectionSettings) -> str:
     from urllib.parse import urlsplit
 
     host = urlsplit(settings.base_url).hostname or ""
-    speaks_http = any(getattr(e, "reason", None) in _PLAIN_HTTP_REASONS for e in _exception_chain(err))
+    speaks_http = any(getattr(e, "reason", None) in _PLAIN_HTTP_REASONS for e in exception_chain(err))
     if not (speaks_http or is_loopback(host)):
         return ""
     seen = "answers plain http, not https" if speaks_http else "is on this machine and may serve plain http"
@@ -417,37 +344,3 @@ def _plain_http_hint(err: BaseException, settings: ConnectionSettings) -> str:
         "connection's schema to http (URI form: localleads://:<API key>@host:port/http) or write http:// in "
         "its host; a host that is not loopback also needs the extra allow_insecure_http"
     )
-
-
-def _exception_chain(err: BaseException) -> Iterator[BaseException]:
-    """``err`` and every exception it was raised from or during, once each (plus urllib3's reasons)."""
-    seen: set[int] = set()
-    pending: list[BaseException] = [err]
-    while pending:
-        current = pending.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        for nested in (
-            current.__cause__ or current.__context__,
-            getattr(current, "reason", None),  # urllib3's MaxRetryError keeps its cause here
-            *(current.args[:1] if isinstance(current, requests.exceptions.RequestException) else ()),
-        ):
-            if isinstance(nested, BaseException):
-                pending.append(nested)
-
-
-def _strip_requests(err: BaseException) -> None:
-    """Drop the request/response objects that requests and httpx hang on their exceptions.
-
-    They hold the ``Authorization`` header; the exception stays our error's cause, for its type and
-    message, but must not carry the key into error trackers or pickles.
-    """
-    for current in _exception_chain(err):
-        if isinstance(current, requests.exceptions.RequestException):
-            current.request = None
-            current.response = None
-        elif hasattr(current, "_request"):  # httpx.RequestError
-            with contextlib.suppress(AttributeError, TypeError):
-                current._request = None

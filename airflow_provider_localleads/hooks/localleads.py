@@ -25,6 +25,7 @@ from airflow_provider_localleads import CONN_FIELDS, UI_FIELD_BEHAVIOUR
 from airflow_provider_localleads._pagination import MAX_PAGE_SIZE, TRANSACTIONS_PATH, iter_exactly_once, validate_limit
 from airflow_provider_localleads._responses import check_page, parse_answer
 from airflow_provider_localleads._retry import RetryPolicy, acall_with_retries, call_with_retries
+from airflow_provider_localleads._secrets import register_key
 from airflow_provider_localleads._settings import ConnectionSettings, settings_from_connection
 from airflow_provider_localleads._transport import (
     USER_AGENT,
@@ -32,7 +33,6 @@ from airflow_provider_localleads._transport import (
     asend,
     open_async_client,
     open_session,
-    register_key,
     send,
 )
 from airflow_provider_localleads.exceptions import LocalLeadsError

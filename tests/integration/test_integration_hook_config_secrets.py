@@ -76,6 +76,92 @@ def test_connection_password_wins_over_the_environment(
     assert make_hook("ll_both_keys").get_balance().available_credits == 82
 
 
+@pytest.mark.parametrize(
+    ("bad_key", "position", "codepoint"),
+    [
+        ("\u201cllk_live_Q7wz9\u201d", 1, "U+201C (LEFT DOUBLE QUOTATION MARK)"),  # pasted curly quotes
+        ("llk_live_\u0430bc123", 10, "U+0430 (CYRILLIC SMALL LETTER A)"),  # a look-alike letter
+        ("llk_live_abc\u00e9123", 13, "U+00E9 (LATIN SMALL LETTER E WITH ACUTE)"),  # latin-1: requests sends it
+        ("llk_live abc123", 9, "U+0020 (SPACE)"),
+        ("llk_live_abc\x7f123", 13, "U+007F (a control character)"),
+    ],
+)
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_api_key_that_cannot_be_sent_in_a_header_is_a_configuration_error_before_any_request(
+    localleads_sandbox: SandboxServer,
+    set_conn: ConnSetter,
+    make_hook: HookFactory,
+    bad_key: str,
+    position: int,
+    codepoint: str,
+    mode: str,
+) -> None:
+    set_conn("ll_bad_chars", host=localleads_sandbox.url, password=bad_key)
+    hook = make_hook("ll_bad_chars")
+    with pytest.raises(LocalLeadsConfigurationError) as info:
+        if mode == "sync":
+            hook.get_balance()
+        else:
+            asyncio.run(hook.aget_balance())
+    error = info.value
+    message = str(error)
+    assert f"character {position} of {len(bad_key)} is {codepoint}" in message
+    assert "connection's password field" in message
+    assert "copy the key again" in message
+    for text in (message, repr(error), repr(error.args), "".join(traceback.format_exception(error))):
+        assert bad_key not in text
+        assert bad_key.strip("\u201c\u201d") not in text
+    assert localleads_sandbox.request_count() == 0
+
+
+def test_api_key_from_the_environment_with_a_bad_character_names_the_variable(
+    localleads_sandbox: SandboxServer, set_conn: ConnSetter, make_hook: HookFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    set_conn("ll_env_bad", host=localleads_sandbox.url)
+    monkeypatch.setenv("LOCALLEADS_API_KEY", "llk_live_\u2019abc")
+    with pytest.raises(LocalLeadsConfigurationError, match="LOCALLEADS_API_KEY environment variable") as info:
+        make_hook("ll_env_bad").get_balance()
+    assert "llk_live_" not in str(info.value)
+    assert localleads_sandbox.request_count() == 0
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_uri_connection_without_schema_to_a_plain_http_server_says_how_to_use_http(
+    localleads_sandbox: SandboxServer, make_hook: HookFactory, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """``localleads://:KEY@127.0.0.1:PORT`` means https; the sandbox speaks http: the TLS error says so."""
+    port = localleads_sandbox.port
+    monkeypatch.setenv("AIRFLOW_CONN_LL_URI", f"localleads://:{localleads_sandbox.api_key}@127.0.0.1:{port}")
+    hook = make_hook("ll_uri")
+    with pytest.raises(LocalLeadsConnectionError) as info:
+        if mode == "sync":
+            hook.get_balance()
+        else:
+            asyncio.run(hook.aget_balance())
+    message = str(info.value)
+    assert message.startswith(f"TLS to https://127.0.0.1:{port} failed")
+    assert "answers plain http, not https" in message
+    assert "set the connection's schema to http (URI form: localleads://:<API key>@host:port/http)" in message
+    assert "http:// in its host" in message
+    assert localleads_sandbox.api_key not in message
+
+    # Following the advice works, in both paths.
+    monkeypatch.setenv("AIRFLOW_CONN_LL_URI", f"localleads://:{localleads_sandbox.api_key}@127.0.0.1:{port}/http")
+    fixed = make_hook("ll_uri")
+    balance = fixed.get_balance() if mode == "sync" else asyncio.run(fixed.aget_balance())
+    assert balance.available_credits == 82
+
+
+def test_uri_connection_extras_come_from_the_query_string(
+    localleads_sandbox: SandboxServer, make_hook: HookFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri = f"localleads://:{localleads_sandbox.api_key}@127.0.0.1:{localleads_sandbox.port}/http?timeout=7&max_retries=0"
+    monkeypatch.setenv("AIRFLOW_CONN_LL_URI_EXTRAS", uri)
+    hook = make_hook("ll_uri_extras", retry_policy=None)
+    assert hook.get_balance().available_credits == 82
+    assert (hook.settings.connect_timeout, hook.settings.read_timeout, hook.settings.max_retries) == (7.0, 7.0, 0)
+
+
 @pytest.fixture
 def dns_spy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Records every host name resolved; ``*.invalid`` fails like it would in real DNS (no network)."""

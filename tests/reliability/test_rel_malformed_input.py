@@ -10,8 +10,8 @@ picklable. A handful of corpus answers also go over a real socket through the sy
 Decisions recorded by the corpus: the Content-Type is not trusted either way (the body is judged);
 extra fields are accepted; ``"10"``, ``true``, ``1.5``, ``1e400`` are not integers; a BOM is
 tolerated; NUL is kept; lone surrogates become U+FFFD; NaN/Infinity are not JSON; a 5,000-digit
-integer is JSON, refused by the field that holds it; ``meta.total`` smaller than the page is accepted (the listing does not rely on it);
-duplicate ids in one page are refused.
+integer is JSON, refused by the field that holds it; ``meta.total`` smaller than the page is
+accepted (the listing does not rely on it); duplicate ids in one page are refused.
 """
 
 from __future__ import annotations

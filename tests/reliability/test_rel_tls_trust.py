@@ -64,6 +64,9 @@ def test_without_the_ca_the_certificate_is_refused(
     with pytest.raises(LocalLeadsTLSError) as info:
         call(LocalLeadsHook("tls_untrusted"), mode)
     assert "SSL_CERT_FILE" in str(info.value)
+    # The server does speak TLS: no claim that it answers plain http, only the loopback hint.
+    assert "answers plain http" not in str(info.value)
+    assert "is on this machine and may serve plain http" in str(info.value)
 
 
 @pytest.mark.parametrize("mode", MODES)

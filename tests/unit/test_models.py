@@ -98,7 +98,8 @@ def test_balance_from_documented_example() -> None:
     )
     assert balance.last_reset_at.utcoffset() == timedelta(0)
     assert balance.next_reset_at == utc(2026, 6, 1)
-    assert is_pendulum_utc(balance.last_reset_at) and is_pendulum_utc(balance.next_reset_at)
+    assert is_pendulum_utc(balance.last_reset_at)
+    assert is_pendulum_utc(balance.next_reset_at)
 
 
 def test_balance_from_api_does_not_modify_its_input() -> None:

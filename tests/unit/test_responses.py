@@ -271,8 +271,10 @@ def test_5000_digit_number_is_refused_by_the_field_that_holds_it() -> None:
         parse_answer(200, {"X-Request-Id": "req-7"}, body, path=PATH, redact=redact, build=CreditBalance.from_response)
     message = str(info.value)
     assert "data.availableCredits is out of range: <an integer of 5000 digits>" in message
-    assert "not JSON" not in message and "proxy, captive portal" not in message
-    assert info.value.http_status == 200 and info.value.request_id == "req-7"
+    assert "not JSON" not in message
+    assert "proxy, captive portal" not in message
+    assert info.value.http_status == 200
+    assert info.value.request_id == "req-7"
 
 
 # ---------------------------------------------------------------------------------------------
