@@ -39,6 +39,7 @@ from airflow_provider_localleads.exceptions import (
     LocalLeadsServerError,
 )
 from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
+from airflow_provider_localleads.models import CreditBalance
 from airflow_provider_localleads.sandbox import SandboxServer
 
 # ------------------------------------------------------------------------------------------ configuration
@@ -76,6 +77,10 @@ def test_connection_password_wins_over_the_environment(
     assert make_hook("ll_both_keys").get_balance().available_credits == 82
 
 
+def read_balance(hook: LocalLeadsHook, mode: str) -> CreditBalance:
+    return hook.get_balance() if mode == "sync" else asyncio.run(hook.aget_balance())
+
+
 @pytest.mark.parametrize(
     ("bad_key", "position", "codepoint"),
     [
@@ -99,10 +104,7 @@ def test_api_key_that_cannot_be_sent_in_a_header_is_a_configuration_error_before
     set_conn("ll_bad_chars", host=localleads_sandbox.url, password=bad_key)
     hook = make_hook("ll_bad_chars")
     with pytest.raises(LocalLeadsConfigurationError) as info:
-        if mode == "sync":
-            hook.get_balance()
-        else:
-            asyncio.run(hook.aget_balance())
+        read_balance(hook, mode)
     error = info.value
     message = str(error)
     assert f"character {position} of {len(bad_key)} is {codepoint}" in message
@@ -134,10 +136,7 @@ def test_uri_connection_without_schema_to_a_plain_http_server_says_how_to_use_ht
     monkeypatch.setenv("AIRFLOW_CONN_LL_URI", f"localleads://:{localleads_sandbox.api_key}@127.0.0.1:{port}")
     hook = make_hook("ll_uri")
     with pytest.raises(LocalLeadsConnectionError) as info:
-        if mode == "sync":
-            hook.get_balance()
-        else:
-            asyncio.run(hook.aget_balance())
+        read_balance(hook, mode)
     message = str(info.value)
     assert message.startswith(f"TLS to https://127.0.0.1:{port} failed")
     assert "answers plain http, not https" in message
@@ -148,8 +147,7 @@ def test_uri_connection_without_schema_to_a_plain_http_server_says_how_to_use_ht
     # Following the advice works, in both paths.
     monkeypatch.setenv("AIRFLOW_CONN_LL_URI", f"localleads://:{localleads_sandbox.api_key}@127.0.0.1:{port}/http")
     fixed = make_hook("ll_uri")
-    balance = fixed.get_balance() if mode == "sync" else asyncio.run(fixed.aget_balance())
-    assert balance.available_credits == 82
+    assert read_balance(fixed, mode).available_credits == 82
 
 
 def test_uri_connection_extras_come_from_the_query_string(
