@@ -115,7 +115,13 @@ def decode_json(body: bytes) -> Any:
     they cannot be encoded as UTF-8, so logging or storing such a string later would crash.
     """
     text = body.decode("utf-8-sig")
-    parsed = json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int)
+    try:
+        parsed = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as err:
+        if "integer string conversion" not in str(err):
+            raise
+        # Valid JSON with an integer longer than Python converts: parse again (slower), marking it.
+        parsed = json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int)
     if _SURROGATE_ESCAPE.search(text):
         parsed = _without_lone_surrogates(parsed)
     return parsed
