@@ -16,7 +16,7 @@ import pytest
 import airflow_provider_localleads
 from airflow_provider_localleads import get_provider_info
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

@@ -1,17 +1,15 @@
-"""Unit tests for judging one HTTP answer (``_responses.py``) and for the error hierarchy."""
+"""Unit tests for judging one HTTP answer (``_responses.py``); the error classes are in test_exceptions.py."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import pickle
 from typing import Any
 
 import pytest
-from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
+from airflow.providers.common.compat.sdk import AirflowFailException
 from loopback_support import BALANCE_BODY, BALANCE_DATA
 
-from airflow_provider_localleads import exceptions
 from airflow_provider_localleads._responses import excerpt, interpret_response, parse_answer, request_id_from
 from airflow_provider_localleads.exceptions import (
     LocalLeadsAuthenticationError,
@@ -374,61 +372,6 @@ def test_api_key_cut_by_a_raw_slice_before_collapsing_does_not_leak(status: int,
 def test_excerpt_drops_tags_collapses_whitespace_and_redacts() -> None:
     assert excerpt("<p>Hello\n\n   <b>world</b> " + KEY + "</p>", redact) == "Hello world ***"
     assert excerpt("a" * 500, redact, limit=10) == "aaaaaaa..."
-
-
-# ---------------------------------------------------------------------------------------------
-# the error hierarchy
-# ---------------------------------------------------------------------------------------------
-
-ERROR_CLASSES = sorted(
-    (
-        cls
-        for _, cls in inspect.getmembers(exceptions, inspect.isclass)
-        if issubclass(cls, LocalLeadsError) and cls.__module__ == exceptions.__name__
-    ),
-    key=lambda cls: cls.__name__,
-)
-
-
-def test_the_hierarchy_has_every_documented_error() -> None:
-    names = {cls.__name__ for cls in ERROR_CLASSES}
-    assert {
-        "LocalLeadsError",
-        "LocalLeadsAuthenticationError",
-        "LocalLeadsRateLimitError",
-        "LocalLeadsServerError",
-        "LocalLeadsConnectionError",
-        "LocalLeadsResponseError",
-    } <= names
-    assert all(issubclass(cls, AirflowException) for cls in ERROR_CLASSES)
-
-
-@pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda cls: cls.__name__)
-def test_every_error_survives_pickling_with_its_message_and_attributes(cls: type[LocalLeadsError]) -> None:
-    err = cls("Something happened", path=PATH, status_code=503, request_id="req-1", retry_after=2.5)
-
-    clone = pickle.loads(pickle.dumps(err))
-
-    assert type(clone) is cls
-    assert str(clone) == str(err)
-    assert str(clone) == f"Something happened [HTTP 503, GET {PATH}, request id req-1]"
-    assert clone.args == err.args
-    assert clone.path == PATH
-    assert clone.http_status == 503
-    assert clone.request_id == "req-1"
-    assert clone.retry_after == 2.5
-    assert clone.transient is err.transient
-    assert clone.error_type == cls.__name__
-    # A second round trip does not append the context twice.
-    assert str(pickle.loads(pickle.dumps(clone))) == str(err)
-
-
-@pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda cls: cls.__name__)
-def test_every_error_without_context_survives_pickling(cls: type[LocalLeadsError]) -> None:
-    err = cls("plain")
-    clone = pickle.loads(pickle.dumps(err))
-    assert str(clone) == "plain"
-    assert (clone.path, clone.http_status, clone.request_id, clone.retry_after) == (None, None, None, None)
 
 
 def test_errors_from_interpret_response_survive_pickling() -> None:
