@@ -1,0 +1,125 @@
+"""``python -m airflow_provider_localleads.sandbox`` (``sandbox/__main__.py``), run as a real process."""
+
+from __future__ import annotations
+
+import json
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from sandbox_support import AUTH, subprocess_env
+
+from airflow_provider_localleads.sandbox import BALANCE_PATH, TRANSACTIONS_PATH, SandboxClient
+
+
+def _read_line(proc: subprocess.Popen[str], timeout: float = 20) -> str:
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            proc.kill()
+            pytest.fail("the sandbox CLI printed nothing")
+    return proc.stdout.readline()
+
+
+@pytest.fixture
+def run_cli() -> Iterator[Any]:
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(*args: str, **env: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "airflow_provider_localleads.sandbox", *args],
+            env=subprocess_env(**env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+
+
+def test_cli_prints_the_real_url_serves_and_stops_on_sigterm(run_cli, http_session):
+    proc = run_cli("--port", "0", "--monthly", "500", "--bonus", "0", "--used", "100", "--transactions", "120")
+    line = _read_line(proc)
+    match = re.search(r"(http://127\.0\.0\.1:(\d+))", line)
+    assert match, line
+    url = match.group(1)
+    assert int(match.group(2)) != 0
+    conn = json.loads(line.split("AIRFLOW_CONN_LOCALLEADS_DEFAULT=", 1)[1].strip().strip("'"))
+    assert conn == {"conn_type": "localleads", "host": url, "password": "sandbox-key"}
+
+    balance = http_session.get(url + BALANCE_PATH, headers=AUTH, timeout=5).json()["data"]
+    assert (balance["availableCredits"], balance["resetDay"]) == (400, 1)
+    meta = http_session.get(url + TRANSACTIONS_PATH, headers=AUTH, timeout=5).json()["meta"]
+    assert meta["total"] == 120
+    SandboxClient(url).spend(10)
+    assert http_session.get(url + BALANCE_PATH, headers=AUTH, timeout=5).json()["data"]["availableCredits"] == 390
+
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert time.monotonic() - started < 5
+    assert "Traceback" not in err
+    with pytest.raises(requests.ConnectionError):
+        http_session.get(url + BALANCE_PATH, headers=AUTH, timeout=2)
+
+
+def test_cli_ctrl_c_exits_cleanly(run_cli):
+    proc = run_cli("--port", "0")
+    _read_line(proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert "Traceback" not in err
+
+
+def test_cli_reads_the_key_from_the_environment(run_cli, http_session):
+    proc = run_cli("--port", "0", "--reset-day", "15", LOCALLEADS_SANDBOX_API_KEY="env-key-1")
+    line = _read_line(proc)
+    url = re.search(r"http://127\.0\.0\.1:\d+", line).group(0)
+    assert '"password": "env-key-1"' in line
+    ok = http_session.get(url + BALANCE_PATH, headers={"Authorization": "Bearer env-key-1"}, timeout=5)
+    assert ok.json()["data"]["resetDay"] == 15
+    assert http_session.get(url + BALANCE_PATH, headers=AUTH, timeout=5).status_code == 401
+
+    proc2 = run_cli("--port", "0", "--api-key", "flag-key", LOCALLEADS_SANDBOX_API_KEY="env-key-1")
+    assert '"password": "flag-key"' in _read_line(proc2)  # the flag wins over the environment
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--host", "0.0.0.0"], "--allow-remote"),
+        (["--port", "-1"], "--port"),
+        (["--monthly", "ten"], "--monthly"),
+        (["--reset-day", "32"], "--reset-day"),
+    ],
+)
+def test_cli_refuses_bad_arguments(run_cli, args, message):
+    proc = run_cli(*args)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 2
+    assert message in err
+    assert out == ""
+
+
+def test_cli_reports_a_busy_port(run_cli, localleads_sandbox):
+    proc = run_cli("--port", str(localleads_sandbox.port))
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 1
+    assert "cannot listen" in err
+    assert "Traceback" not in err

@@ -1,0 +1,76 @@
+"""The pytest plugin (``sandbox/pytest_plugin.py``): its fixtures, in this session and in a user's."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from sandbox_support import subprocess_env
+
+
+def test_connection_fixture_sets_the_airflow_env_var(localleads_sandbox, localleads_sandbox_connection):
+    assert localleads_sandbox_connection == "localleads_default"
+    assert json.loads(os.environ["AIRFLOW_CONN_LOCALLEADS_DEFAULT"]) == {
+        "conn_type": "localleads",
+        "host": localleads_sandbox.url,
+        "password": localleads_sandbox.api_key,
+    }
+    assert localleads_sandbox.running
+    assert localleads_sandbox.host == "127.0.0.1"
+
+
+@pytest.mark.parametrize("how", ["conftest", "-p"])
+def test_plugin_works_for_a_user_project(tmp_path, how):
+    (tmp_path / "test_user.py").write_text(
+        textwrap.dedent(
+            """
+            import json, os, urllib.request
+
+            STASH = {}
+
+            def test_dag_side(localleads_sandbox, localleads_sandbox_connection):
+                conn = json.loads(os.environ["AIRFLOW_CONN_LOCALLEADS_DEFAULT"])
+                request = urllib.request.Request(
+                    conn["host"] + "/api/v1/credits/balance",
+                    headers={"Authorization": "Bearer " + conn["password"]},
+                )
+                opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+                with opener.open(request, timeout=5) as response:
+                    assert json.load(response)["data"]["availableCredits"] == 82
+                assert localleads_sandbox.request_count("/api/v1/credits/balance") == 1
+                STASH["sandbox"] = localleads_sandbox
+
+            def test_cleaned_up():
+                assert "AIRFLOW_CONN_LOCALLEADS_DEFAULT" not in os.environ
+                assert not STASH["sandbox"].running
+            """
+        )
+    )
+    args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)]
+    if how == "conftest":
+        (tmp_path / "conftest.py").write_text(
+            'pytest_plugins = ["airflow_provider_localleads.sandbox.pytest_plugin"]\n'
+        )
+    else:
+        args[3:3] = ["-p", "airflow_provider_localleads.sandbox.pytest_plugin"]
+    env = subprocess_env()
+    env.pop("AIRFLOW_CONN_LOCALLEADS_DEFAULT", None)
+    result = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
+
+
+def test_the_sandbox_package_does_not_import_airflow():
+    code = (
+        "import sys, airflow_provider_localleads.sandbox, airflow_provider_localleads.sandbox.pytest_plugin;"
+        "import airflow_provider_localleads.sandbox.__main__;"
+        "print(sorted(m for m in sys.modules if m == 'airflow' or m.startswith('airflow.')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=subprocess_env(), capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]"
