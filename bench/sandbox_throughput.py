@@ -70,7 +70,28 @@ def main() -> int:
                 )  # fmt: skip
     print(f"client threads in one process (requests.Session each), {args.seconds:g} s per row")
     _common.print_table(["endpoint", "client threads", "requests/s", "median ms", "p99 ms", "errors"], rows)
+    print(big_history_line())
     return 0
+
+
+def big_history_line() -> str:
+    """Building a 100,000-transaction history in process, and reading its last page (was a timed test)."""
+    import requests
+
+    from airflow_provider_localleads.sandbox import SandboxServer, SandboxState
+
+    started = time.perf_counter()
+    state = SandboxState(seed_transactions=100_000)
+    built = time.perf_counter() - started
+    with SandboxServer(state=state) as sandbox, requests.Session() as session:
+        started = time.perf_counter()
+        session.get(
+            sandbox.url + "/api/v1/credits/transactions?limit=100&offset=99950",
+            headers={"Authorization": f"Bearer {sandbox.api_key}"},
+            timeout=30,
+        ).raise_for_status()
+        served = time.perf_counter() - started
+    return f"100,000 transactions: built in {built:.2f} s, last page served in {served * 1e3:.0f} ms"
 
 
 if __name__ == "__main__":
