@@ -1,0 +1,196 @@
+"""The exactly-once listing of the credit history: a pure function over ``fetch(limit, offset)``.
+
+The API pages by offset only, newest first, and promises no order among transactions with the same
+``createdAt``. A transaction added while a listing pages pushes the rest down; a deleted one pulls
+it up. So :func:`iter_exactly_once` trusts no offset. It keeps a cursor: the ``createdAt`` of the
+last transaction yielded and the ids yielded at exactly that ``createdAt`` (ties). Everything newer
+than the cursor, and its ties, is *done*. A page is believed only if it *anchors*: it is read at
+offset 0, or it starts with a transaction strictly newer than the cursor. Everything before such a
+page is done, and the whole group of ties is read again in one page, whatever order the API gives
+it. Once more than ``MAX_PAGE_SIZE - 2`` ties have been yielded and the group no longer fits in a
+page, a page may also start with one of those ties; only then must the API keep the order of ties
+stable. An anchored page yields what is not done yet. Every page after the first is read from the
+last anchoring transaction; with distinct timestamps it re-reads two transactions already yielded
+(the anchor and the last one yielded). If the history moved and a page does not anchor, or it
+anchors but shows nothing new, the listing finds its place again before it yields more
+(:class:`_Search`).
+
+What is promised, for a history that changes while it is listed:
+
+* no transaction is yielded twice, and ``createdAt`` never increases;
+* a transaction present from the first request to the last is yielded exactly once;
+* one deleted while listing is yielded at most once. One added while listing is yielded at most
+  once, and never if it is newer than the last transaction yielded when it was added;
+* if the place cannot be found again within ``_MAX_RELOCATIONS`` reads, a LocalLeadsResponseError
+  says so: run the listing again.
+
+Requests: ``1 + ceil((n - page_size) / min(page_size, 98))`` for ``n`` transactions with distinct
+timestamps when nothing changes, plus a few per change (logarithmic in how far the history moved).
+Memory: one page, plus the ids that share the cursor's ``createdAt``. More than ``_MAX_TIE_IDS`` of
+those is refused. ``meta.total`` is only a hint, used three ways. It ends the listing when it
+matches the page exactly. Its change is the first guess when the listing searches for its place. And
+past the end, when it agrees with what is known, it bounds that search. A total that agrees exactly
+with a full page and yet is wrong (too small) ends the listing early: that one lie is believed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+
+from airflow_provider_localleads.exceptions import LocalLeadsResponseError
+from airflow_provider_localleads.models import CreditTransaction, TransactionPage
+
+__all__ = ["MAX_PAGE_SIZE", "TRANSACTIONS_PATH", "iter_exactly_once"]
+
+#: The API's largest ``limit``.
+MAX_PAGE_SIZE = 100
+TRANSACTIONS_PATH = "/api/v1/credits/transactions"
+#: How many reads in a row the listing may spend finding its place again after the history moved.
+_MAX_RELOCATIONS = 24
+#: How many ids sharing the cursor's createdAt the listing remembers (its only per-history memory).
+_MAX_TIE_IDS = 10_000
+
+
+def iter_exactly_once(
+    fetch: Callable[[int, int], TransactionPage], page_size: int = MAX_PAGE_SIZE
+) -> Iterator[CreditTransaction]:
+    """Every transaction, newest first, each at most once (see the module docstring for the promises).
+
+    :param fetch: ``fetch(limit, offset)`` reads one page (``LocalLeadsHook.list_transactions``).
+    :param page_size: the first read's ``limit``. Later reads ask for up to two more (the
+        transactions that prove nothing was skipped) and for the ties, at most ``MAX_PAGE_SIZE``.
+    :raises ValueError: at once, if ``page_size`` is not a whole number from 1 to ``MAX_PAGE_SIZE``.
+    """
+    if type(page_size) is not int or not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise ValueError(f"page_size must be a whole number from 1 to {MAX_PAGE_SIZE}, got {page_size!r}")
+    return _listing(fetch, page_size)
+
+
+class _Cursor:
+    """How far the listing has got, independent of offsets; see the module docstring."""
+
+    def __init__(self) -> None:
+        self.created_at = datetime.max.replace(tzinfo=UTC)  # nothing is done before the first page
+        self.tie_ids: set[str] = set()
+
+    def done(self, txn: CreditTransaction) -> bool:
+        return txn.created_at > self.created_at or (txn.created_at == self.created_at and txn.id in self.tie_ids)
+
+    def anchors(self, txn: CreditTransaction) -> bool:
+        """Whether a page starting with ``txn`` proves that nothing before it is still to be yielded."""
+        if len(self.tie_ids) <= MAX_PAGE_SIZE - 2:  # the ties fit in one page with one before and one after
+            return txn.created_at > self.created_at
+        return self.done(txn)
+
+    def anchored(self, items: Sequence[CreditTransaction]) -> int:
+        """How many of ``items``, from the first, anchor."""
+        return next((i for i, txn in enumerate(items) if not self.anchors(txn)), len(items))
+
+    def read_limit(self, page_size: int) -> int:
+        """The first page: ``page_size``. Later ones: the anchor, the ties and ``page_size`` new ones."""
+        return min(MAX_PAGE_SIZE, page_size + 1 + len(self.tie_ids)) if self.tie_ids else page_size
+
+    def advance(self, fresh: Sequence[CreditTransaction]) -> None:
+        """Move past ``fresh``, the transactions of one page that were not done and were just yielded."""
+        boundary = fresh[-1].created_at
+        if boundary != self.created_at:
+            self.created_at = boundary
+            self.tie_ids = set()
+        self.tie_ids.update(txn.id for txn in fresh if txn.created_at == boundary)
+        if len(self.tie_ids) > _MAX_TIE_IDS:
+            raise LocalLeadsResponseError(
+                f"More than {_MAX_TIE_IDS} transactions share the timestamp {boundary.isoformat()}, too many to "
+                "list exactly once by offset; list them with list_transactions instead",
+                path=TRANSACTIONS_PATH,
+            )
+
+
+def _listing(fetch: Callable[[int, int], TransactionPage], page_size: int) -> Iterator[CreditTransaction]:
+    cursor = _Cursor()
+    offset = 0
+    search = _Search(expected=0, total=0)
+    while True:
+        limit = cursor.read_limit(page_size)
+        page = fetch(limit, offset)
+        items = page.items
+        anchored = cursor.anchored(items)
+        # A short page always ends the history; meta.total only when it agrees exactly with the page.
+        ends = len(items) < min(limit, page.limit) or offset + len(items) == page.total
+        if (offset == 0 or anchored) and (anchored < len(items) or ends):
+            # Nothing before this page is still to come, and it reaches what is: yield what is new.
+            fresh = [txn for txn in items if not cursor.done(txn)]
+            if fresh:
+                yield from fresh
+                if ends:
+                    return
+                cursor.advance(fresh)
+                offset = max(0, offset + cursor.anchored(items) - 1)  # start the next page at the last anchor
+                search = _Search(expected=offset, total=page.total)
+                continue
+            if ends:
+                return
+        offset = search.next_offset(page, offset, anchored, limit)
+        if search.reads > _MAX_RELOCATIONS:
+            raise LocalLeadsResponseError(
+                f"The transaction history changed too much while it was being listed: after {search.reads} "
+                "reads the listing could not find its place again without risking a skipped transaction. "
+                "Run the listing again (ideally when fewer transactions are being added or deleted)",
+                path=TRANSACTIONS_PATH,
+            )
+
+
+class _Search:
+    """Finding the listing's place again after the history moved, in few reads.
+
+    The target is the offset of the last anchoring transaction (0 if there is none): a page read
+    there anchors and shows what comes next. Each page that does not help narrows the target to
+    ``low <= target < high``. The first guess is ``expected`` shifted by the change in
+    ``meta.total`` (right if only transactions before the cursor came or went). After that the
+    search gallops (doubling steps) until both bounds are known, then bisects. The bounds are only
+    guesses, because the history may move again; every page is still checked before it is believed.
+    """
+
+    def __init__(self, expected: int, total: int) -> None:
+        self.expected, self.total = expected, total
+        self.reads = 0
+        self.low: int | None = None
+        self.high: int | None = None
+        self.steps = 0
+        self.guessed = False
+
+    def _bound(self, low: int | None = None, high: int | None = None) -> None:
+        """Record what a read showed; a bound that contradicts it is stale (the history moved): drop it."""
+        if low is not None:
+            self.low = low
+            if self.high is not None and self.high <= low:
+                self.high = None
+        if high is not None:
+            self.high = high
+            if self.low is not None and self.low >= high:
+                self.low = None
+
+    def next_offset(self, page: TransactionPage, offset: int, anchored: int, limit: int) -> int:
+        """Where to read next, after the page read at ``offset`` anchored for ``anchored`` items but did not help."""
+        self.reads += 1
+        items = page.items
+        if offset == 0 or anchored:
+            target = max(0, offset + anchored - 1)
+            self._bound(low=target, high=target + 1 if anchored < len(items) else None)
+        else:  # the page starts past the target; an empty one is past the end, which meta.total may
+            # say (unless it contradicts a known bound: a total can lie, a page cannot)
+            past_end = not items and (self.low is None or page.total > self.low)
+            self._bound(high=max(1, min(offset, page.total)) if past_end else offset)
+        if not self.guessed and page.total != self.total:
+            self.guessed = True
+            guess = max(0, self.expected + page.total - self.total)
+            if guess != offset and (self.low is None or guess >= self.low) and (self.high is None or guess < self.high):
+                return guess
+        if self.low is not None and self.high is not None:
+            # A page read at low holds offsets up to low + limit - 1: enough to reach the target's successor.
+            return self.low if self.high - self.low < limit else (self.low + self.high) // 2
+        self.steps += 1
+        if self.high is None:
+            assert self.low is not None
+            return self.low + ((1 << (self.steps - 1)) - 1) * (limit - 1)
+        return max(0, self.high - (1 << (self.steps - 1)))
