@@ -1,99 +1,141 @@
-"""Every transaction exactly once, over an API that pages by offset while the history moves.
+"""The exactly-once listing of the credit history: a pure function over ``fetch(limit, offset)``.
 
-A pure function over ``fetch(limit, offset) -> TransactionPage`` (the hook's ``list_transactions``),
-so it can be tested in memory.
+The API pages by offset only, newest first, and promises no order among transactions with the same
+``createdAt``. A transaction added while a listing pages pushes the rest down; a deleted one pulls
+it up. So :func:`iter_exactly_once` trusts no offset. It keeps a cursor: the ``createdAt`` of the
+last transaction yielded and the ids yielded at exactly that ``createdAt`` (ties). Everything newer
+than the cursor, and its ties, is *done*. A page is believed only if it *anchors*: it is read at
+offset 0, or it starts with a transaction strictly newer than the cursor. Everything before such a
+page is done, and the whole group of ties is read again in one page, whatever order the API gives
+it. Once more than ``MAX_PAGE_SIZE - 2`` ties have been yielded and the group no longer fits in a
+page, a page may also start with one of those ties; only then must the API keep the order of ties
+stable. An anchored page yields what is not done yet. Every page after the first is read from the
+last anchoring transaction; with distinct timestamps it re-reads two transactions already yielded
+(the anchor and the last one yielded). If the history moved and a page does not anchor, or it
+anchors but shows nothing new, the listing finds its place again before it yields more
+(:class:`_Search`).
+
+What is promised, for a history that changes while it is listed:
+
+* no transaction is yielded twice, and ``createdAt`` never increases;
+* a transaction present from the first request to the last is yielded exactly once;
+* one deleted while listing is yielded at most once. One added while listing is yielded at most
+  once, and never if it is newer than the last transaction yielded when it was added;
+* if the place cannot be found again within ``_MAX_RELOCATIONS`` reads, a LocalLeadsResponseError
+  says so: run the listing again.
+
+Requests: ``1 + ceil((n - page_size) / min(page_size, 98))`` for ``n`` transactions with distinct
+timestamps when nothing changes, plus a few per change (logarithmic in how far the history moved).
+Memory: one page, plus the ids that share the cursor's ``createdAt``. More than ``_MAX_TIE_IDS`` of
+those is refused. ``meta.total`` is only a hint, used three ways. It ends the listing when it
+matches the page exactly. Its change is the first guess when the listing searches for its place. And
+past the end, when it agrees with what is known, it bounds that search. A total that agrees exactly
+with a full page and yet is wrong (too small) ends the listing early: that one lie is believed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from airflow_provider_localleads.exceptions import LocalLeadsResponseError
 from airflow_provider_localleads.models import CreditTransaction, TransactionPage
 
-TRANSACTIONS_PATH = "/api/v1/credits/transactions"
+__all__ = ["MAX_PAGE_SIZE", "TRANSACTIONS_PATH", "iter_exactly_once"]
+
+#: The API's largest ``limit``.
 MAX_PAGE_SIZE = 100
-#: How many reads in a row the listing may spend re-finding its place after the history moved.
+TRANSACTIONS_PATH = "/api/v1/credits/transactions"
+#: How many reads in a row the listing may spend finding its place again after the history moved.
 _MAX_RELOCATIONS = 24
-#: How many ids sharing the last yielded createdAt the listing remembers (its only per-history memory).
+#: How many ids sharing the cursor's createdAt the listing remembers (its only per-history memory).
 _MAX_TIE_IDS = 10_000
-
-
-def validate_limit(name: str, value: object) -> int:
-    if type(value) is not int or not 1 <= value <= MAX_PAGE_SIZE:
-        raise ValueError(f"{name} must be a whole number from 1 to {MAX_PAGE_SIZE}, got {value!r}")
-    return value
 
 
 def iter_exactly_once(
     fetch: Callable[[int, int], TransactionPage], page_size: int = MAX_PAGE_SIZE
 ) -> Iterator[CreditTransaction]:
-    """Every transaction, newest first, each at most once, one page in memory at a time.
+    """Every transaction, newest first, each at most once (see the module docstring for the promises).
 
-    The API pages by offset only, so a transaction added while we page pushes the rest down
-    and a deleted one pulls it up. This listing keeps a cursor instead of trusting offsets:
-    the ``createdAt`` of the last transaction yielded and the ids yielded at exactly that
-    ``createdAt`` (ties). Each later page is read so that it starts with a transaction
-    strictly newer than the cursor (the one before the last yielded, or before its ties),
-    which proves nothing between the pages was skipped, whatever order the API gives equal
-    timestamps; if the history moved and it does not, the listing searches for its place
-    again (the change in ``meta.total`` as a first guess, then galloping and bisecting)
-    before yielding more. Within a page only transactions past the cursor are yielded.
-
-    What is promised, for a history that changes while it is listed:
-
-    * no transaction is yielded twice, and the order is newest first (``createdAt`` never
-      increases);
-    * a transaction present from the first request to the last is yielded exactly once;
-    * one deleted while listing is yielded at most once (it may be absent); one added while
-      listing is yielded at most once, and never if it is newer than the last transaction
-      yielded when it was added (new activity at the head is not part of this listing);
-    * if the history changes so fast that the place cannot be found again within
-      ``_MAX_RELOCATIONS`` reads, LocalLeadsResponseError says so: run the listing again.
-
-    Requests: ``1 + ceil((n - page_size) / min(page_size, 98))`` for ``n`` transactions with
-    distinct timestamps when nothing changes (later pages are read with ``page_size + 2``
-    items, two of them already seen, up to the API's limit of 100; with ties, the read grows
-    to hold them), plus a few per change (logarithmic in how far the history moved).
-    Memory: one page, plus the ids sharing the cursor's ``createdAt`` (at most
-    ``_MAX_TIE_IDS``; more ties than that is refused). Only if more than 98 transactions share
-    one ``createdAt`` must the API keep their relative order stable between requests.
+    :param fetch: ``fetch(limit, offset)`` reads one page (``LocalLeadsHook.list_transactions``).
+    :param page_size: the first read's ``limit``. Later reads ask for up to two more (the
+        transactions that prove nothing was skipped) and for the ties, at most ``MAX_PAGE_SIZE``.
+    :raises ValueError: at once, if ``page_size`` is not a whole number from 1 to ``MAX_PAGE_SIZE``.
     """
-    page_size = validate_limit("page_size", page_size)
-    first = fetch(page_size, 0)
-    yield from first.items
-    if not first.items or _ends_history(first, 0, page_size):
-        return
-    cursor = _HistoryCursor(first)
-    read_limit = cursor.read_limit(page_size)
-    offset = cursor.next_offset(read_limit)
-    search = _Relocation()
+    return _listing(fetch, validate_limit("page_size", page_size))
+
+
+def validate_limit(name: str, value: object) -> int:
+    """``value`` if it is a page size the API accepts (1 to 100), else a ValueError naming ``name``."""
+    if type(value) is not int or not 1 <= value <= MAX_PAGE_SIZE:
+        raise ValueError(f"{name} must be a whole number from 1 to {MAX_PAGE_SIZE}, got {value!r}")
+    return value
+
+
+class _Cursor:
+    """How far the listing has got, independent of offsets; see the module docstring."""
+
+    def __init__(self) -> None:
+        self.created_at = datetime.max.replace(tzinfo=UTC)  # nothing is done before the first page
+        self.tie_ids: set[str] = set()
+
+    def done(self, txn: CreditTransaction) -> bool:
+        return txn.created_at > self.created_at or (txn.created_at == self.created_at and txn.id in self.tie_ids)
+
+    def anchors(self, txn: CreditTransaction) -> bool:
+        """Whether a page starting with ``txn`` proves that nothing before it is still to be yielded."""
+        if len(self.tie_ids) <= MAX_PAGE_SIZE - 2:  # the ties fit in one page with one before and one after
+            return txn.created_at > self.created_at
+        return self.done(txn)
+
+    def anchored(self, items: Sequence[CreditTransaction]) -> int:
+        """How many of ``items``, from the first, anchor."""
+        return next((i for i, txn in enumerate(items) if not self.anchors(txn)), len(items))
+
+    def read_limit(self, page_size: int) -> int:
+        """The first page: ``page_size``. Later ones: the anchor, the ties and ``page_size`` new ones."""
+        return min(MAX_PAGE_SIZE, page_size + 1 + len(self.tie_ids)) if self.tie_ids else page_size
+
+    def advance(self, fresh: Sequence[CreditTransaction]) -> None:
+        """Move past ``fresh``, the transactions of one page that were not done and were just yielded."""
+        boundary = fresh[-1].created_at
+        if boundary != self.created_at:
+            self.created_at = boundary
+            self.tie_ids = set()
+        self.tie_ids.update(txn.id for txn in fresh if txn.created_at == boundary)
+        if len(self.tie_ids) > _MAX_TIE_IDS:
+            raise LocalLeadsResponseError(
+                f"More than {_MAX_TIE_IDS} transactions share the timestamp {boundary.isoformat()}, too many to "
+                "list exactly once by offset; list them with list_transactions instead",
+                path=TRANSACTIONS_PATH,
+            )
+
+
+def _listing(fetch: Callable[[int, int], TransactionPage], page_size: int) -> Iterator[CreditTransaction]:
+    cursor = _Cursor()
+    offset = 0
+    search = _Search(expected=0, total=0)
     while True:
-        page = fetch(read_limit, offset)
+        limit = cursor.read_limit(page_size)
+        page = fetch(limit, offset)
         items = page.items
-        if not items and offset == 0:
-            return  # everything was deleted
-        strict = cursor.strict(read_limit)
-        if items and (offset == 0 or cursor.safe_start(items[0], strict)):
-            # Nothing before this page is still to be yielded: take what is new in it.
-            fresh = [t for t in items if not cursor.done(t)]
-            last = _ends_history(page, offset, read_limit)
+        anchored = cursor.anchored(items)
+        # A short page always ends the history; meta.total only when it agrees exactly with the page.
+        ends = len(items) < min(limit, page.limit) or offset + len(items) == page.total
+        if (offset == 0 or anchored) and (anchored < len(items) or ends):
+            # Nothing before this page is still to come, and it reaches what is: yield what is new.
+            fresh = [txn for txn in items if not cursor.done(txn)]
             if fresh:
                 yield from fresh
-                if last:
+                if ends:
                     return
-                cursor.advance(page, offset, fresh)
-                read_limit = cursor.read_limit(page_size)
-                offset = cursor.next_offset(read_limit)
-                search = _Relocation()
+                cursor.advance(fresh)
+                offset = max(0, offset + cursor.anchored(items) - 1)  # start the next page at the last anchor
+                search = _Search(expected=offset, total=page.total)
                 continue
-            if last:
+            if ends:
                 return
-            offset = search.next_offset(cursor, page, offset, read_limit, behind=True, strict=strict)
-        else:
-            # The page starts past the cursor (deletions before it, or we jumped too far).
-            offset = search.next_offset(cursor, page, offset, read_limit, behind=False, strict=strict)
+        offset = search.next_offset(page, offset, anchored, limit)
         if search.reads > _MAX_RELOCATIONS:
             raise LocalLeadsResponseError(
                 f"The transaction history changed too much while it was being listed: after {search.reads} "
@@ -103,142 +145,57 @@ def iter_exactly_once(
             )
 
 
-def _ends_history(page: TransactionPage, offset: int, limit: int) -> bool:
-    """Whether ``page`` (read at ``offset`` with ``limit``) reaches the end of the history.
+class _Search:
+    """Finding the listing's place again after the history moved, in few reads.
 
-    A short page always does. ``meta.total`` only counts when it agrees exactly with the page: a
-    total smaller than what the page shows is an inconsistent count and is not trusted.
-    """
-    return len(page.items) < min(limit, page.limit) or offset + len(page.items) == page.total
-
-
-class _HistoryCursor:
-    """How far :meth:`LocalLeadsHook.iter_transactions` has got, independent of offsets.
-
-    Every transaction newer than ``created_at``, and those at exactly ``created_at`` whose ids are
-    in ``tie_ids``, is behind the cursor ("done"): yielded, or newer than the listing. Also kept,
-    as guesses for the next read: where the ties began (``group_start``), where the last page
-    ended (``last``) and ``meta.total`` then (``total``).
+    The target is the offset of the last anchoring transaction (0 if there is none): a page read
+    there anchors and shows what comes next. Each page that does not help narrows the target to
+    ``low <= target < high``. The first guess is ``expected`` shifted by the change in
+    ``meta.total`` (right if only transactions before the cursor came or went). After that the
+    search gallops (doubling steps) until both bounds are known, then bisects. The bounds are only
+    guesses, because the history may move again; every page is still checked before it is believed.
     """
 
-    def __init__(self, first: TransactionPage) -> None:
-        self.created_at: datetime = first.items[-1].created_at
-        self.tie_ids: set[str] = set()
-        self.group_start = 0
-        self.last = 0
-        self.total = first.total
-        self.advance(first, 0, first.items)
-
-    def done(self, txn: CreditTransaction) -> bool:
-        return txn.created_at > self.created_at or (txn.created_at == self.created_at and txn.id in self.tie_ids)
-
-    def read_limit(self, page_size: int) -> int:
-        """How many to read next: the transaction before the ties, the ties, and ``page_size`` new ones
-        (at most the API's 100), so that a whole group of ties is seen in one read whenever it can be."""
-        return min(MAX_PAGE_SIZE, page_size + 1 + len(self.tie_ids))
-
-    def fits(self, read_limit: int) -> bool:
-        """Whether the ties fit in one read together with one transaction before and one after them."""
-        return len(self.tie_ids) <= read_limit - 2
-
-    def strict(self, read_limit: int) -> bool:
-        """Whether a page must start *strictly* before the cursor's ``createdAt`` to prove nothing was skipped.
-
-        Always, unless the ties are too many for one read: an API may order equal timestamps
-        differently on each request (SQL ``ORDER BY created_at`` with ``OFFSET`` does), so a page
-        starting *at* a yielded transaction proves nothing about its unseen ties. Re-reading the
-        whole group of ties from the transaction before it makes their order irrelevant.
-        """
-        return self.fits(read_limit)
-
-    def safe_start(self, txn: CreditTransaction, strict: bool) -> bool:
-        """Whether a page starting with ``txn`` proves that nothing before it is still to be yielded."""
-        return txn.created_at > self.created_at or (not strict and txn.id in self.tie_ids)
-
-    def next_offset(self, read_limit: int, total: int | None = None) -> int:
-        """Where the next page should start: just before the ties at the cursor (or at the last
-        transaction read, if they do not fit in a page). With ``total``, shifted by how much
-        ``meta.total`` changed: right if only transactions newer than the cursor came or went."""
-        aligned = self.group_start - 1 if self.fits(read_limit) else self.last
-        shift = 0 if total is None else total - self.total
-        return max(0, aligned + shift)
-
-    def advance(self, page: TransactionPage, offset: int, fresh: Sequence[CreditTransaction]) -> None:
-        """Move past ``fresh`` (the new transactions of ``page``, read at ``offset``, just yielded)."""
-        boundary = fresh[-1].created_at
-        if boundary != self.created_at:
-            self.created_at = boundary
-            self.tie_ids = set()
-        self.tie_ids.update(t.id for t in fresh if t.created_at == boundary)
-        if len(self.tie_ids) > _MAX_TIE_IDS:
-            raise LocalLeadsResponseError(
-                f"More than {_MAX_TIE_IDS} transactions share the timestamp {boundary.isoformat()}, too many to "
-                "list exactly once by offset; list them with list_transactions instead",
-                path=TRANSACTIONS_PATH,
-            )
-        self.group_start = offset + next(i for i, t in enumerate(page.items) if t.created_at == boundary)
-        self.last = offset + len(page.items) - 1
-        self.total = page.total
-
-
-class _Relocation:
-    """Finding the cursor's place again after the history moved, in few reads.
-
-    ``behind``: the offset of a transaction seen to be behind the cursor with nothing new before
-    it (the boundary is after it); ``ahead``: an offset whose transaction was not behind the cursor
-    (the boundary is at or before it). The first guess comes from the change in ``meta.total``;
-    then the search gallops (doubling steps) until both bounds are known, and bisects between them.
-    The bounds are only guesses (the history may move again); every page is still checked.
-    """
-
-    def __init__(self) -> None:
+    def __init__(self, expected: int, total: int) -> None:
+        self.expected, self.total = expected, total
         self.reads = 0
-        self.behind: int | None = None
-        self.ahead: int | None = None
+        self.low: int | None = None
+        self.high: int | None = None
         self.steps = 0
         self.guessed = False
 
-    def next_offset(
-        self,
-        cursor: _HistoryCursor,
-        page: TransactionPage,
-        offset: int,
-        read_limit: int,
-        *,
-        behind: bool,
-        strict: bool,
-    ) -> int:
+    def _bound(self, low: int | None = None, high: int | None = None) -> None:
+        """Record what a read showed; a bound that contradicts it is stale (the history moved): drop it."""
+        if low is not None:
+            self.low = low
+            if self.high is not None and self.high <= low:
+                self.high = None
+        if high is not None:
+            self.high = high
+            if self.low is not None and self.low >= high:
+                self.low = None
+
+    def next_offset(self, page: TransactionPage, offset: int, anchored: int, limit: int) -> int:
+        """Where to read next, after the page read at ``offset`` anchored for ``anchored`` items but did not help."""
         self.reads += 1
         items = page.items
-        if behind:
-            sentinel = len(items) - 1
-            if strict:  # the next page must start strictly before the cursor: keep such a transaction
-                while sentinel > 0 and items[sentinel].created_at <= cursor.created_at:
-                    sentinel -= 1
-                if sentinel == 0:
-                    sentinel = len(items) - 1
-            self.behind = offset + sentinel
-            if self.ahead is not None and self.ahead <= self.behind:
-                self.ahead = None
-        else:
-            self.ahead = offset if items else min(offset, page.total)
-            if self.behind is not None and self.behind >= self.ahead:
-                self.behind = None
-        if not self.guessed and page.total != cursor.total:
+        if offset == 0 or anchored:
+            target = max(0, offset + anchored - 1)
+            self._bound(low=target, high=target + 1 if anchored < len(items) else None)
+        else:  # the page starts past the target; an empty one is past the end, which meta.total may
+            # say (unless it contradicts a known bound: a total can lie, a page cannot)
+            past_end = not items and (self.low is None or page.total > self.low)
+            self._bound(high=max(1, min(offset, page.total)) if past_end else offset)
+        if not self.guessed and page.total != self.total:
             self.guessed = True
-            guess = cursor.next_offset(read_limit, page.total)
-            if (
-                guess != offset
-                and (self.behind is None or guess >= self.behind)
-                and (self.ahead is None or guess < self.ahead)
-            ):
+            guess = max(0, self.expected + page.total - self.total)
+            if guess != offset and (self.low is None or guess >= self.low) and (self.high is None or guess < self.high):
                 return guess
-        if self.behind is not None and self.ahead is not None:
-            if self.ahead - self.behind < read_limit:
-                return self.behind
-            return (self.behind + self.ahead) // 2
+        if self.low is not None and self.high is not None:
+            # A page read at low holds offsets up to low + limit - 1: enough to reach the target's successor.
+            return self.low if self.high - self.low < limit else (self.low + self.high) // 2
         self.steps += 1
-        if self.ahead is None:
-            assert self.behind is not None
-            return self.behind + ((1 << (self.steps - 1)) - 1) * (read_limit - 1)
-        return max(0, self.ahead - (1 << (self.steps - 1)))
+        if self.high is None:
+            assert self.low is not None
+            return self.low + ((1 << (self.steps - 1)) - 1) * (limit - 1)
+        return max(0, self.high - (1 << (self.steps - 1)))

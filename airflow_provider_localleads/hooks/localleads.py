@@ -254,7 +254,9 @@ class LocalLeadsHook(BaseHook):
 
         :param page_size: transactions per request, 1..100.
         """
-        return iter_exactly_once(lambda limit, offset: self.list_transactions(limit=limit, offset=offset), page_size)
+        yield from iter_exactly_once(
+            lambda limit, offset: self.list_transactions(limit=limit, offset=offset), page_size
+        )
 
     def test_connection(self) -> tuple[bool, str]:
         """Read the balance (read-only) to prove the host and API key work; used by the UI's Test button."""

@@ -90,6 +90,16 @@ class Listing:
         assert self.max_tie_ids <= max(group, 1), "the cursor remembered more ids than one group of ties"
 
 
+def listing_cursor(generator: Any) -> Any:
+    """The ``cursor`` local of the listing under the hook's generator (it delegates with ``yield from``)."""
+    while generator is not None:
+        frame = generator.gi_frame
+        if frame is not None and "cursor" in frame.f_locals:
+            return frame.f_locals["cursor"]
+        generator = getattr(generator, "gi_yieldfrom", None)
+    return None
+
+
 def run_listing(
     hook: LocalLeadsHook,
     history: HistoryServer,
@@ -109,7 +119,7 @@ def run_listing(
         for txn in generator:
             listing.yielded.append(txn.id)
             listing.yielded_ms.append(int((txn.created_at - hook_epoch()).total_seconds() * 1000))
-            cursor = generator.gi_frame.f_locals.get("cursor") if generator.gi_frame else None
+            cursor = listing_cursor(generator)
             if cursor is not None:
                 listing.max_tie_ids = max(listing.max_tie_ids, len(cursor.tie_ids))
     except LocalLeadsError as err:
