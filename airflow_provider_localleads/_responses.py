@@ -301,7 +301,8 @@ def check_page(page: TransactionPage, *, limit: int, offset: int, redact: Callab
     no id twice (refused rather than de-duplicated: a page that contradicts itself cannot be paged
     exactly once). ``meta.total`` is taken as the API's estimate; a total smaller than the page is
     accepted (totals and pages may be counted at different moments); the listing trusts it only
-    when it agrees exactly with a page. Call it inside :func:`parse_answer`'s ``build`` (its errors get the context there).
+    when it agrees exactly with a page. Call it inside :func:`parse_answer`'s ``build``, where its
+    errors get the HTTP context.
     """
     problem = _page_problem(page, limit=limit, offset=offset, redact=redact)
     if problem is not None:
