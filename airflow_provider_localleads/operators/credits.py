@@ -30,10 +30,11 @@ class CheckCreditsOperator(BaseOperator, SkipMixin):
 
     :param estimated_cost: credits the run will need (templated; must render to a whole number >= 0).
     :param on_insufficient: ``"fail"`` or ``"skip"``.
-    :param localleads_conn_id: Airflow connection of type ``localleads``.
+    :param localleads_conn_id: Airflow connection of type ``localleads`` (templated, as in the
+        official providers: e.g. ``"{{ params.account }}"`` picks the account per run).
     """
 
-    template_fields: Sequence[str] = ("estimated_cost",)
+    template_fields: Sequence[str] = ("estimated_cost", "localleads_conn_id")
     ui_color = "#e8f4ea"
     inherits_from_skipmixin = True
 

@@ -33,11 +33,11 @@ class CreditsSensor(BaseSensorOperator):
     one connection and interval share one poll in the triggerer, which needs a fixed interval).
 
     :param estimated_cost: credits needed (templated; must render to a whole number >= 0).
-    :param localleads_conn_id: Airflow connection of type ``localleads``.
+    :param localleads_conn_id: Airflow connection of type ``localleads`` (templated).
     :param deferrable: wait in the triggerer instead of on a worker.
     """
 
-    template_fields: Sequence[str] = ("estimated_cost",)
+    template_fields: Sequence[str] = ("estimated_cost", "localleads_conn_id")
     ui_color = "#e8f4ea"
 
     def __init__(
@@ -99,6 +99,8 @@ class CreditsSensor(BaseSensorOperator):
         self.defer(
             trigger=CreditsTrigger(
                 estimated_cost=cost,
+                # Already rendered (templates are rendered before execute): the trigger is stored
+                # with the connection id this run uses, never with the template.
                 localleads_conn_id=self.localleads_conn_id,
                 poll_interval=self._poke_interval_seconds(),
                 end_at=time.time() + timeout,

@@ -26,11 +26,13 @@ the API key is read from the connection by the triggerer when it polls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
 import importlib.util
 import time
 import weakref
 from collections.abc import AsyncIterator, Hashable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.triggers import BaseEventTrigger
 from airflow.triggers.base import TriggerEvent
@@ -38,7 +40,17 @@ from airflow.triggers.base import TriggerEvent
 from airflow_provider_localleads.exceptions import LocalLeadsError
 from airflow_provider_localleads.models import CreditBalance
 
+if TYPE_CHECKING:
+    from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
+
 CLASSPATH = "airflow_provider_localleads.triggers.credits.CreditsTrigger"
+HOOK_MODULE = "airflow_provider_localleads.hooks.localleads"
+#: What the first poll of a process imports, loaded in a thread before it (``_load_hook_class``) so the
+#: triggerer's event loop never runs an import for us: the hook module (requests, urllib3, ...), the
+#: asyncio backend of anyio that httpcore loads at its first asynchronous request, and asgiref.sync,
+#: used by the asynchronous connection look-up. None of them at module level: the triggerer imports
+#: this module on its event loop to load the class, and DAG files import it through the sensor.
+FIRST_POLL_IMPORTS = (HOOK_MODULE, "anyio._backends._asyncio", "asgiref.sync")
 
 #: Whether this Airflow's triggerer shares streams itself (3.3+). If not, ``run()`` shares in-process.
 NATIVE_SHARED_STREAMS = importlib.util.find_spec("airflow.triggers.shared_stream") is not None
@@ -102,18 +114,20 @@ class CreditsTrigger(BaseEventTrigger):  # type: ignore[misc]
         (e.g. the connection does not exist) ends the poll; the exception then reaches every
         subscriber, whose filter reports it as an ``error`` event.
         """
-        from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
-
         poll_interval = float(kwargs.get("poll_interval", 300.0))
         conn_id = kwargs.get("localleads_conn_id", "localleads_default")
-        # The first client in the process loads the CA bundle (tens of milliseconds of CPU, then
-        # shared; see _tls.py): done in a thread so it does not stall every other trigger in the loop.
-        client = await asyncio.to_thread(LocalLeadsHook.async_client)
+        # The first-use costs run in a thread, so they do not stall every other trigger in the loop:
+        # the imports of FIRST_POLL_IMPORTS (100-400 ms on a triggerer's first poll), and the first
+        # client in the process, which loads the CA bundle (tens of milliseconds of CPU, then shared;
+        # see _tls.py). Through the thread even when all is loaded: a module being imported by another
+        # group's thread would otherwise block the loop on its import lock.
+        hook_class = await asyncio.to_thread(_load_hook_class)
+        client = await asyncio.to_thread(hook_class.async_client)
         async with client:
             while True:
                 # A fresh hook per poll re-reads the connection, so a rotated key is picked up
                 # without restarting the triggerer.
-                hook = LocalLeadsHook(conn_id)
+                hook = hook_class(conn_id)
                 raw: CreditBalance | LocalLeadsError
                 try:
                     raw = await hook.aget_balance(client=client)
@@ -242,6 +256,16 @@ class CreditsTrigger(BaseEventTrigger):  # type: ignore[misc]
                 "estimated_cost": self.estimated_cost,
             }
         )
+
+
+def _load_hook_class() -> type[LocalLeadsHook]:
+    """The hook class, after importing :data:`FIRST_POLL_IMPORTS`; called in a thread, off the loop."""
+    for name in FIRST_POLL_IMPORTS[1:]:
+        # Another httpx/anyio/Airflow may load other modules: then only the lag comes back, not an error.
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    hook_class: type[LocalLeadsHook] = importlib.import_module(HOOK_MODULE).LocalLeadsHook
+    return hook_class
 
 
 #: How many subscribers one turn of the event loop wakes when a poll result is fanned out.

@@ -231,7 +231,7 @@ def test_templated_cost_from_params(
     assert dict(result) == {"check": expected}
     assert canary_sandbox.request_count(BALANCE_PATH) == 1
     rendered = result.rendered_fields("check")
-    assert rendered == {"estimated_cost": str(cost)}
+    assert rendered == {"estimated_cost": str(cost), "localleads_conn_id": "localleads_default"}
     if expected == "success":
         assert result.xcom("check") == expected_balance(canary_sandbox)
         stored = json.dumps(result.xcom("check"))

@@ -1,0 +1,192 @@
+"""CheckCreditsOperator, branch by branch: ``execute`` called directly against the sandbox (no DAG run).
+
+The context holds only what the operator reads: the task itself (a real operator in a real, unrun DAG,
+so ``get_flat_relatives`` walks a real graph), a task instance that records ``xcom_push``, and the
+dag run 2.11's ``skip`` needs. ``skip`` itself is replaced by a recorder: the real one writes task
+states (2.11: the metadata database; 3.x: the supervisor), which tests/dagrun proves end to end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from airflow import __version__ as airflow_version
+from airflow.providers.common.compat.sdk import DAG, AirflowFailException, BaseOperator
+from packaging.version import Version
+
+from airflow_provider_localleads.exceptions import InsufficientCreditsError, LocalLeadsInvalidArgumentError
+from airflow_provider_localleads.models import CreditBalance
+from airflow_provider_localleads.operators.credits import CheckCreditsOperator
+from airflow_provider_localleads.sandbox import BALANCE_PATH, SandboxServer
+
+START = datetime(2024, 1, 1, tzinfo=UTC)
+AIRFLOW_3 = Version(Version(airflow_version).base_version).major >= 3
+
+
+class Work(BaseOperator):
+    def execute(self, context: Any) -> None:
+        raise AssertionError("a downstream task must never run in these tests")
+
+
+@dataclass
+class FakeTI:
+    """Records what the operator does with its task instance, in order (shared with the skip recorder)."""
+
+    calls: list[tuple[Any, ...]] = field(default_factory=list)
+    map_index: int = -1
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.calls.append(("xcom_push", key, value))
+
+
+@dataclass
+class FakeDagRun:
+    execution_date: datetime = START
+
+
+def context_for(op: CheckCreditsOperator) -> dict[str, Any]:
+    return {"task": op, "ti": FakeTI(), "dag_run": FakeDagRun()}
+
+
+def record_skip(monkeypatch: pytest.MonkeyPatch, op: CheckCreditsOperator, ti: FakeTI) -> None:
+    def skip(**kwargs: Any) -> None:
+        ti.calls.append(("skip", kwargs))
+
+    monkeypatch.setattr(op, "skip", skip)
+
+
+def expected_balance(sandbox: SandboxServer) -> dict[str, Any]:
+    return CreditBalance.from_api(sandbox.balance()).to_dict()
+
+
+# ------------------------------------------------------------------------------------- enough credits
+
+
+@pytest.mark.parametrize("cost", [0, 50, 82, "50", " 50 ", "82"], ids=repr)
+def test_enough_credits_returns_the_balance(localleads_sandbox, localleads_sandbox_connection, cost):
+    op = CheckCreditsOperator(task_id="check", estimated_cost=cost, on_insufficient="skip")
+    context = context_for(op)
+
+    result = op.execute(context)
+
+    assert result == expected_balance(localleads_sandbox)
+    assert result["available_credits"] == 82
+    assert context["ti"].calls == []  # nothing pushed by hand, nothing skipped
+    assert localleads_sandbox.request_count(BALANCE_PATH) == 1
+    assert localleads_sandbox.request_count() == 1
+
+
+# --------------------------------------------------------------------------------- not enough: fail
+
+
+def test_not_enough_fails_without_retry_and_says_why(localleads_sandbox, localleads_sandbox_connection):
+    op = CheckCreditsOperator(task_id="check", estimated_cost=83)
+    context = context_for(op)
+    next_reset = CreditBalance.from_api(localleads_sandbox.balance()).next_reset_at.date().isoformat()
+
+    with pytest.raises(InsufficientCreditsError) as info:
+        op.execute(context)
+
+    assert isinstance(info.value, AirflowFailException)  # Airflow does not retry it
+    message = str(info.value)
+    assert "needs 83 credits" in message
+    assert "82 available" in message
+    assert f"next reset {next_reset}" in message
+    assert "on_insufficient='skip'" in message  # what to do instead
+    assert context["ti"].calls == []
+    assert localleads_sandbox.request_count() == 1
+
+
+# --------------------------------------------------------------------------------- not enough: skip
+
+
+def test_not_enough_skip_pushes_the_balance_then_skips_every_downstream_task(
+    localleads_sandbox, localleads_sandbox_connection, monkeypatch
+):
+    with DAG("op_unit_skip", schedule=None, start_date=START, catchup=False):
+        op = CheckCreditsOperator(task_id="check", estimated_cost=83, on_insufficient="skip")
+        level1, level2 = Work(task_id="level1"), Work(task_id="level2")
+        all_done = Work(task_id="all_done", trigger_rule="all_done")
+        cleanup = Work(task_id="cleanup").as_teardown()
+        op >> level1 >> level2 >> cleanup
+        op >> all_done
+        Work(task_id="unrelated")
+    context = context_for(op)
+    ti = context["ti"]
+    record_skip(monkeypatch, op, ti)
+
+    result = op.execute(context)
+
+    balance = expected_balance(localleads_sandbox)
+    assert result == balance
+    # Pushed first: on Airflow 3 the real skip() raises, so the return value would never reach XCom.
+    assert [call[0] for call in ti.calls] == ["xcom_push", "skip"]
+    assert ti.calls[0] == ("xcom_push", "return_value", balance)
+    kwargs = ti.calls[1][1]
+    assert sorted(t.task_id for t in kwargs.pop("tasks")) == ["all_done", "level1", "level2"]  # not the teardown
+    if AIRFLOW_3:
+        assert kwargs == {"ti": ti}
+    else:
+        assert kwargs == {"dag_run": context["dag_run"], "execution_date": START, "map_index": -1}
+    assert localleads_sandbox.request_count() == 1
+
+
+def test_not_enough_skip_without_downstream_tasks_still_pushes_the_balance(
+    localleads_sandbox, localleads_sandbox_connection, monkeypatch
+):
+    op = CheckCreditsOperator(task_id="check", estimated_cost=83, on_insufficient="skip")
+    context = context_for(op)
+    record_skip(monkeypatch, op, context["ti"])
+
+    assert op.execute(context) == expected_balance(localleads_sandbox)
+
+    assert context["ti"].calls == [("xcom_push", "return_value", expected_balance(localleads_sandbox))]
+
+
+# ------------------------------------------------------------------------------------- bad arguments
+
+
+@pytest.mark.parametrize("cost", ["abc", "-5", "1.5", True, False, 1.5, None, -5, "", " 7 x", "٣"], ids=ascii)
+def test_bad_cost_fails_before_any_request(localleads_sandbox, localleads_sandbox_connection, cost):
+    op = CheckCreditsOperator(task_id="check_cost", estimated_cost=cost)
+
+    with pytest.raises(LocalLeadsInvalidArgumentError) as info:
+        op.execute(context_for(op))
+
+    assert isinstance(info.value, AirflowFailException)
+    message = str(info.value)
+    assert "estimated_cost" in message
+    assert repr(cost) in message
+    assert "'check_cost'" in message
+    assert localleads_sandbox.request_count() == 0
+
+
+@pytest.mark.parametrize("value", ["bogus", "FAIL", "", None], ids=repr)
+def test_bad_on_insufficient_is_refused_at_construction(localleads_sandbox, value):
+    with pytest.raises(ValueError, match="on_insufficient must be 'fail' or 'skip'") as info:
+        CheckCreditsOperator(task_id="check_mode", estimated_cost=1, on_insufficient=value)
+    assert repr(value) in str(info.value)
+    assert "'check_mode'" in str(info.value)
+    assert localleads_sandbox.request_count() == 0
+
+
+# ------------------------------------------------------------------------------------------ templates
+
+
+def test_conn_id_and_cost_are_rendered_before_the_request(localleads_sandbox, monkeypatch):
+    """``localleads_conn_id`` is a template field: the rendered id is the connection used."""
+    monkeypatch.setenv("AIRFLOW_CONN_LOCALLEADS_FROM_PARAMS", localleads_sandbox.connection_json())
+    op = CheckCreditsOperator(
+        task_id="check", estimated_cost="{{ params.cost }}", localleads_conn_id="{{ params.conn }}"
+    )
+    assert set(op.template_fields) == {"estimated_cost", "localleads_conn_id"}
+    context = {**context_for(op), "params": {"conn": "localleads_from_params", "cost": 60}}
+
+    op.render_template_fields(context)
+
+    assert (op.localleads_conn_id, op.estimated_cost) == ("localleads_from_params", "60")
+    assert op.execute(context) == expected_balance(localleads_sandbox)
+    assert localleads_sandbox.request_count() == 1

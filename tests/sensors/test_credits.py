@@ -1,0 +1,315 @@
+"""CreditsSensor, branch by branch: ``poke``/``execute``/``execute_complete`` called directly (no DAG run).
+
+Against the real sandbox; mocked only where a branch has no other way in (``poke`` raising an
+``AirflowSensorTimeout`` or an ``AirflowSkipException`` of its own). The waiting itself (poke and
+reschedule loops, the triggerer resuming the task) is proven by tests/dagrun/test_sensor_dagrun.py.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from airflow.providers.common.compat.sdk import (
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    TaskDeferred,
+    conf,
+)
+from log_capture import captured_task_logs
+
+from airflow_provider_localleads import exceptions
+from airflow_provider_localleads.exceptions import (
+    LocalLeadsAuthenticationError,
+    LocalLeadsError,
+    LocalLeadsInvalidArgumentError,
+    LocalLeadsResponseError,
+)
+from airflow_provider_localleads.models import CreditBalance
+from airflow_provider_localleads.sandbox import BALANCE_PATH, SandboxServer
+from airflow_provider_localleads.sensors.credits import DEFAULT_POKE_INTERVAL, CreditsSensor
+from airflow_provider_localleads.triggers.credits import CreditsTrigger
+
+CONN_ENV = "AIRFLOW_CONN_LOCALLEADS_DEFAULT"
+
+
+@pytest.fixture
+def sandbox(localleads_sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch) -> SandboxServer:
+    """The sandbox as ``localleads_default``, without hook retries: one failed request is one failed poke."""
+    monkeypatch.setenv(CONN_ENV, localleads_sandbox.connection_json(extra={"max_retries": 0}))
+    return localleads_sandbox
+
+
+@pytest.fixture
+def wrong_key(sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    conn = json.loads(sandbox.connection_json(extra={"max_retries": 0}))
+    conn["password"] = "wrong-key-sensor-unit"
+    monkeypatch.setenv(CONN_ENV, json.dumps(conn))
+    return str(conn["password"])
+
+
+def sensor(**kwargs: Any) -> CreditsSensor:
+    kwargs.setdefault("estimated_cost", 50)
+    kwargs.setdefault("deferrable", False)
+    return CreditsSensor(task_id="wait", **kwargs)
+
+
+def raising(error: BaseException) -> Any:
+    """A stand-in ``poke`` that raises ``error``."""
+
+    def poke(context: Any) -> Any:
+        raise error
+
+    return poke
+
+
+def balance_of(sandbox: SandboxServer) -> dict[str, Any]:
+    return CreditBalance.from_api(sandbox.balance()).to_dict()
+
+
+# ------------------------------------------------------------------------------------------ defaults
+
+
+def test_defaults():
+    wait = CreditsSensor(task_id="wait", estimated_cost=1)
+    assert wait.poke_interval == DEFAULT_POKE_INTERVAL == 300
+    assert wait.deferrable is conf.getboolean("operators", "default_deferrable", fallback=False)
+    assert set(wait.template_fields) == {"estimated_cost", "localleads_conn_id"}
+
+
+# ---------------------------------------------------------------------------------------------- poke
+
+
+def test_poke_done_returns_the_balance_as_xcom(sandbox, capfd):
+    with captured_task_logs(capfd) as log:
+        result = sensor(estimated_cost=82).poke({})
+
+    assert result.is_done is True
+    assert result.xcom_value == balance_of(sandbox)
+    assert sandbox.request_count(BALANCE_PATH) == 1
+    assert "Enough LocalLeads credits: needs 82, 82 available" in log()
+
+
+def test_poke_not_done_has_no_xcom_and_says_what_is_missing(sandbox, capfd):
+    with captured_task_logs(capfd) as log:
+        result = sensor(estimated_cost=83).poke({})
+
+    assert result.is_done is False
+    assert result.xcom_value is None
+    assert sandbox.request_count(BALANCE_PATH) == 1
+    assert "Waiting for LocalLeads credits: needs 83, 82 available" in log()
+    assert "next reset" in log()
+
+
+@pytest.mark.parametrize("fault", ["fail_next", "rate_limit_next"])
+def test_transient_errors_keep_waiting(sandbox, capfd, fault):
+    if fault == "fail_next":
+        sandbox.fail_next(503)
+    else:
+        sandbox.rate_limit_next(retry_after="0")
+    wait = sensor(estimated_cost=50)
+
+    with captured_task_logs(capfd) as log:
+        first, second = wait.poke({}), wait.poke({})
+
+    assert (first.is_done, first.xcom_value) == (False, None)
+    assert "balance check failed (will check again)" in log()
+    assert ("HTTP 503" if fault == "fail_next" else "HTTP 429") in log()
+    assert second.is_done is True
+    assert [r.status for r in sandbox.requests] == [503 if fault == "fail_next" else 429, 200]
+
+
+def test_a_wrong_key_fails_at_once(sandbox, wrong_key):
+    with pytest.raises(LocalLeadsAuthenticationError) as info:
+        sensor().poke({})
+    assert isinstance(info.value, AirflowFailException)
+    assert wrong_key not in str(info.value)
+    assert sandbox.request_count(BALANCE_PATH) == 1
+
+
+def test_an_unreadable_answer_fails_at_once(sandbox):
+    sandbox.malformed_next("html")
+    with pytest.raises(LocalLeadsResponseError):
+        sensor().poke({})
+    assert sandbox.request_count(BALANCE_PATH) == 1
+
+
+def test_a_bad_cost_fails_before_any_request(sandbox):
+    with pytest.raises(LocalLeadsInvalidArgumentError, match=r"estimated_cost.*'lots'"):
+        sensor(estimated_cost="lots").poke({})
+    assert sandbox.request_count() == 0
+
+
+# ---------------------------------------------------------------------------------------- deferrable
+
+
+def test_deferrable_enough_at_the_first_check_returns_without_deferring(sandbox):
+    assert sensor(estimated_cost=82, deferrable=True).execute({}) == balance_of(sandbox)
+    assert sandbox.request_count() == 1
+
+
+@pytest.mark.parametrize(
+    ("poke_interval", "timeout", "interval_s", "timeout_s"),
+    [(5, 60, 5.0, 60), (timedelta(minutes=2), timedelta(hours=2), 120.0, 7200)],
+    ids=["seconds", "timedelta"],
+)
+def test_deferrable_not_enough_defers_to_a_trigger_that_holds_no_secret(
+    sandbox, poke_interval, timeout, interval_s, timeout_s
+):
+    wait = sensor(estimated_cost="83", deferrable=True, poke_interval=poke_interval, timeout=timeout)
+
+    before = time.time()
+    with pytest.raises(TaskDeferred) as info:
+        wait.execute({})
+    after = time.time()
+
+    deferred = info.value
+    assert deferred.method_name == "execute_complete"
+    assert deferred.timeout == timedelta(seconds=timeout_s)
+    assert type(deferred.trigger) is CreditsTrigger
+    classpath, kwargs = deferred.trigger.serialize()
+    assert classpath == "airflow_provider_localleads.triggers.credits.CreditsTrigger"
+    end_at = kwargs.pop("end_at")
+    assert before + timeout_s <= end_at <= after + timeout_s
+    assert kwargs == {"estimated_cost": 83, "localleads_conn_id": "localleads_default", "poll_interval": interval_s}
+    for stored in (json.dumps(kwargs), repr(deferred.trigger), repr(deferred)):
+        assert sandbox.api_key not in stored
+    assert sandbox.request_count() == 1  # the first check, on the worker
+
+
+def test_deferrable_transient_first_check_defers(sandbox):
+    sandbox.fail_next(503)
+    with pytest.raises(TaskDeferred):
+        sensor(estimated_cost=1, deferrable=True).execute({})
+    assert [r.status for r in sandbox.requests] == [503]
+
+
+def test_deferrable_rendered_conn_id_goes_into_the_trigger(localleads_sandbox, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_LOCALLEADS_FROM_PARAMS", localleads_sandbox.connection_json())
+    wait = sensor(estimated_cost="{{ params.cost }}", localleads_conn_id="{{ params.conn }}", deferrable=True)
+    context = {"params": {"conn": "localleads_from_params", "cost": 83}}
+    wait.render_template_fields(context)
+
+    with pytest.raises(TaskDeferred) as info:
+        wait.execute(context)
+
+    kwargs = info.value.trigger.serialize()[1]
+    assert (kwargs["localleads_conn_id"], kwargs["estimated_cost"]) == ("localleads_from_params", 83)
+    assert localleads_sandbox.request_count() == 1  # the first check used the rendered connection
+
+
+# ------------------------------------------------------------------ soft_fail / never_fail, first check
+
+
+@pytest.mark.parametrize(
+    ("problem", "flag", "outcome"),
+    [
+        ("wrong_key", None, LocalLeadsAuthenticationError),
+        ("wrong_key", "soft_fail", AirflowSkipException),
+        ("wrong_key", "never_fail", AirflowSkipException),
+        ("bad_cost", None, LocalLeadsInvalidArgumentError),
+        ("bad_cost", "soft_fail", AirflowSkipException),
+        ("bad_cost", "never_fail", AirflowSkipException),
+        # An ordinary error is soft_fail's business only in BaseSensorOperator's sense: it still fails.
+        ("unreadable", "soft_fail", LocalLeadsResponseError),
+        ("unreadable", "never_fail", AirflowSkipException),
+    ],
+)
+def test_first_check_applies_soft_fail_and_never_fail_like_poke_mode(sandbox, monkeypatch, problem, flag, outcome):
+    """BaseSensorOperator.execute's rules, applied by the deferrable path's own first check."""
+    if problem == "wrong_key":
+        conn = json.loads(sandbox.connection_json())
+        monkeypatch.setenv(CONN_ENV, json.dumps({**conn, "password": "wrong"}))
+    elif problem == "unreadable":
+        sandbox.malformed_next("html")
+    wait = sensor(
+        estimated_cost="lots" if problem == "bad_cost" else 50, deferrable=True, **({flag: True} if flag else {})
+    )
+
+    with pytest.raises(outcome) as info:
+        wait.execute({})
+
+    assert type(info.value) is outcome
+    if outcome is AirflowSkipException:
+        assert f"{flag} is set to True" in str(info.value)
+        assert isinstance(info.value.__cause__, LocalLeadsError)  # the reason is kept
+    assert sandbox.request_count() == (0 if problem == "bad_cost" else 1)
+
+
+@pytest.mark.parametrize(("soft_fail", "outcome"), [(False, AirflowSensorTimeout), (True, AirflowSkipException)])
+def test_first_check_sensor_timeout_follows_soft_fail(monkeypatch, soft_fail, outcome):
+    """A poke that raises AirflowSensorTimeout (ours never does; a subclass might): soft_fail applies."""
+    wait = sensor(deferrable=True, soft_fail=soft_fail)
+    monkeypatch.setattr(wait, "poke", raising(AirflowSensorTimeout("poke-timeout")))
+    with pytest.raises(outcome):
+        wait.execute({})
+
+
+def test_first_check_passes_a_skip_through_unchanged(monkeypatch):
+    skip = AirflowSkipException("skip-from-poke")
+    wait = sensor(deferrable=True, never_fail=True)
+    monkeypatch.setattr(wait, "poke", raising(skip))
+    with pytest.raises(AirflowSkipException) as info:
+        wait.execute({})
+    assert info.value is skip
+
+
+# ---------------------------------------------------------------------------------- execute_complete
+
+
+def test_execute_complete_success_returns_the_balance():
+    balance = {"available_credits": 82, "monthly_credits": 100}
+    event = {"status": "success", "balance": balance, "estimated_cost": 50}
+    assert sensor().execute_complete({}, event) == balance
+
+
+@pytest.mark.parametrize(("soft_fail", "outcome"), [(False, AirflowSensorTimeout), (True, AirflowSkipException)])
+def test_execute_complete_timeout_follows_soft_fail(soft_fail, outcome):
+    wait = sensor(soft_fail=soft_fail)
+    with pytest.raises(outcome, match="msg-timeout"):
+        wait.execute_complete({}, {"status": "timeout", "message": "msg-timeout", "balance": None})
+    with pytest.raises(outcome, match="Timed out waiting for LocalLeads credits"):
+        wait.execute_complete({}, {"status": "timeout"})
+
+
+ERROR_CLASSES = sorted(
+    (c for c in vars(exceptions).values() if isinstance(c, type) and issubclass(c, LocalLeadsError)),
+    key=lambda c: c.__name__,
+)
+
+
+@pytest.mark.parametrize("error_class", ERROR_CLASSES, ids=lambda c: c.__name__)
+def test_execute_complete_error_raises_the_class_the_trigger_named(error_class):
+    event = {"status": "error", "error_type": error_class.__name__, "message": "msg-from-trigger", "transient": False}
+    with pytest.raises(LocalLeadsError) as info:
+        sensor().execute_complete({}, event)
+    assert type(info.value) is error_class
+    assert str(info.value) == "msg-from-trigger"
+
+
+@pytest.mark.parametrize(
+    "error_type", ["NoSuchError", "AirflowException", "AirflowFailException", "__class__", None, 7], ids=repr
+)
+def test_execute_complete_unknown_error_type_is_a_plain_local_leads_error(error_type):
+    with pytest.raises(LocalLeadsError) as info:
+        sensor().execute_complete({}, {"status": "error", "error_type": error_type, "message": "msg-unknown"})
+    assert type(info.value) is LocalLeadsError
+    assert str(info.value) == "msg-unknown"
+
+
+@pytest.mark.parametrize(
+    "event",
+    [None, "success", ["success"], {}, {"status": "success"}, {"status": "success", "balance": "82"}, {"status": 1}],
+    ids=repr,
+)
+def test_execute_complete_garbage_fails_closed_even_with_soft_fail(event):
+    """Never a silent pass, and never a skip: an unreadable event is an ordinary (retried) failure."""
+    with pytest.raises(LocalLeadsError) as info:
+        sensor(soft_fail=True).execute_complete({}, event)
+    assert type(info.value) is LocalLeadsError
+    assert "unexpected trigger event" in str(info.value)
+    assert "failing closed" in str(info.value)
