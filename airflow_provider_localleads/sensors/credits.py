@@ -64,6 +64,7 @@ class CreditsSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> PokeReturnValue:
         from airflow_provider_localleads._metrics import emit_credit_gauges
+        from airflow_provider_localleads._retry import is_transient
         from airflow_provider_localleads.exceptions import LocalLeadsError
         from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
 
@@ -72,7 +73,7 @@ class CreditsSensor(BaseSensorOperator):
             with LocalLeadsHook(self.localleads_conn_id) as hook:
                 balance = hook.get_balance()
         except LocalLeadsError as err:
-            if not err.transient:
+            if not is_transient(err):  # the hook's own retry decision: transient means keep waiting
                 raise
             self.log.warning("LocalLeads balance check failed (will check again): %s", err)
             return PokeReturnValue(is_done=False)

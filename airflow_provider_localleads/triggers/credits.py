@@ -204,7 +204,11 @@ class CreditsTrigger(BaseEventTrigger):  # type: ignore[misc]
                     self.poll_interval,
                 )
             return None
-        if isinstance(raw, LocalLeadsError) and raw.transient:
+        # The hook's own retry decision: transient means keep waiting. (_retry came with the hook
+        # module, imported off the loop before the first poll, so this import is a dictionary look-up.)
+        from airflow_provider_localleads._retry import is_transient
+
+        if is_transient(raw):
             if self._should_log(("transient", raw.error_type)):
                 await asyncio.sleep(self.spread)
                 self.log.warning("LocalLeads balance check failed, will retry in %g s: %s", self.poll_interval, raw)
