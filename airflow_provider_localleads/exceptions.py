@@ -115,6 +115,14 @@ class LocalLeadsInvalidArgumentError(LocalLeadsError, AirflowFailException):
     """A task argument (e.g. ``estimated_cost``) is invalid: fix the DAG; retrying cannot help."""
 
 
+class NoCostHistoryError(LocalLeadsInvalidArgumentError):
+    """``CostFromHistory`` found no matching run in its lookback and has no ``default``.
+
+    Fails without retrying: a retry minutes later reads the same history. Fix the pattern or the
+    lookback, or give a ``default`` for the first runs, before there is any history.
+    """
+
+
 class InsufficientCreditsError(LocalLeadsError, AirflowFailException):
     """Not enough credits for the planned run: fails the task without retrying.
 

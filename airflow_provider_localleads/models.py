@@ -21,7 +21,14 @@ import pendulum
 
 from airflow_provider_localleads.exceptions import LocalLeadsResponseError
 
-__all__ = ["CreditBalance", "CreditTransaction", "OversizedInteger", "TransactionPage", "next_anniversary"]
+__all__ = [
+    "CreditBalance",
+    "CreditTransaction",
+    "CreditUsage",
+    "OversizedInteger",
+    "TransactionPage",
+    "next_anniversary",
+]
 
 
 class OversizedInteger:
@@ -284,3 +291,62 @@ class TransactionPage:
     def from_response(cls, body: Mapping[str, Any]) -> TransactionPage:
         """The page in a successful answer of ``GET /api/v1/credits/transactions``."""
         return cls.from_api(body.get("data"), body.get("meta"))
+
+
+@dataclass(frozen=True, slots=True)
+class CreditUsage:
+    """Recent spending and how long the available credits last at that rate (``LocalLeadsHook.get_usage``)."""
+
+    #: Credits deducted in the window: the sum of ``|amount|`` over its ``DEDUCTION`` transactions.
+    spent: int
+    #: ``spent / days``: the average daily spend over the window.
+    per_day: float
+    #: How many ``DEDUCTION`` transactions the window holds.
+    deductions: int
+    #: The window's start, ``days`` before the time asked about (UTC).
+    since: pendulum.DateTime
+    #: The balance's next billing anniversary (UTC).
+    next_reset_at: pendulum.DateTime
+    #: When the available credits reach zero at ``per_day``; None if they last until ``next_reset_at``
+    #: (or nothing was spent). The time asked about if none are left.
+    runs_out_at: pendulum.DateTime | None
+    #: The window's length in days.
+    days: int
+    #: The balance's ``available_credits`` when it was read.
+    available_credits: int
+
+    def summary(self) -> str:
+        """One human line, e.g. "at the last 30 days' rate (12.3/day) these 82 credits last until
+        2026-12-08, 7 days before the reset on 2026-12-15"."""
+        reset = f"the reset on {self.next_reset_at.date().isoformat()}"
+        rate = f"at the last {self.days} days' rate ({_rate(self.per_day)}/day)"
+        if self.available_credits <= 0:
+            return f"no credits are left ({self.available_credits} available) until {reset}"
+        if self.runs_out_at is None:
+            if not self.spent:
+                rate = f"nothing was spent in the last {self.days} days:"
+            return f"{rate} these {self.available_credits} credits last until {reset}"
+        lead = self.next_reset_at - self.runs_out_at
+        before = "less than a day" if lead.days < 1 else f"{lead.days} day{'s' if lead.days != 1 else ''}"
+        return (
+            f"{rate} these {self.available_credits} credits last until {self.runs_out_at.date().isoformat()}, "
+            f"{before} before {reset}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (for XCom); timestamps as ISO 8601 UTC strings, ``runs_out_at`` None or one."""
+        return {
+            "spent": self.spent,
+            "per_day": self.per_day,
+            "deductions": self.deductions,
+            "since": _iso(self.since),
+            "next_reset_at": _iso(self.next_reset_at),
+            "runs_out_at": None if self.runs_out_at is None else _iso(self.runs_out_at),
+            "days": self.days,
+            "available_credits": self.available_credits,
+        }
+
+
+def _rate(per_day: float) -> str:
+    """12.3 for 12.34; two significant digits below 1 (0.043), so a small rate never shows as 0.0."""
+    return f"{per_day:.1f}" if per_day >= 1 or per_day == 0 else f"{per_day:.2g}"

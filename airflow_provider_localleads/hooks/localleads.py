@@ -16,12 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
+from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_provider_localleads import CONN_FIELDS, UI_FIELD_BEHAVIOUR
+from airflow_provider_localleads._credit_check import check_credit_request, enforce_credits
+from airflow_provider_localleads._history import summarize_usage, utc_moment, validate_days
 from airflow_provider_localleads._pagination import MAX_PAGE_SIZE, TRANSACTIONS_PATH, iter_exactly_once, validate_limit
 from airflow_provider_localleads._responses import check_page, parse_answer
 from airflow_provider_localleads._retry import RetryPolicy, acall_with_retries, call_with_retries
@@ -36,7 +39,7 @@ from airflow_provider_localleads._transport import (
     send,
 )
 from airflow_provider_localleads.exceptions import LocalLeadsError
-from airflow_provider_localleads.models import CreditBalance, CreditTransaction, TransactionPage
+from airflow_provider_localleads.models import CreditBalance, CreditTransaction, CreditUsage, TransactionPage
 
 if TYPE_CHECKING:
     import httpx
@@ -257,6 +260,35 @@ class LocalLeadsHook(BaseHook):
         yield from iter_exactly_once(
             lambda limit, offset: self.list_transactions(limit=limit, offset=offset), page_size
         )
+
+    # ------------------------------------------------------------------ credit planning
+
+    def require_credits(self, cost: int, on_insufficient: str = "fail") -> CreditBalance:
+        """CheckCreditsOperator's check inside any task, so the task that spends can check for itself.
+
+        One balance read. Not enough credits: ``"fail"`` raises InsufficientCreditsError (fails
+        without retrying), ``"skip"`` AirflowSkipException (this task is skipped), with the
+        operator's message.
+
+        :param cost: credits about to be spent, a whole number >= 0 (checked before the request).
+        :param on_insufficient: ``"fail"`` or ``"skip"``; anything else is a ValueError.
+        :return: the balance, which covers ``cost``.
+        """
+        cost = check_credit_request(cost, on_insufficient)
+        balance = self.get_balance()
+        enforce_credits(balance, cost, on_insufficient)
+        return balance
+
+    def get_usage(self, days: int = 30, *, now: datetime | None = None) -> CreditUsage:
+        """What was spent in the last ``days`` days, and when the available credits run out at that rate.
+
+        One balance read, then the history back to ``days`` ago only.
+
+        :param days: the window, whole days >= 1.
+        :param now: the window's end (aware; default now): for reports of a fixed moment, and tests.
+        """
+        days, moment = validate_days(days), utc_moment(now)
+        return summarize_usage(self.get_balance(), self.iter_transactions(), days, moment)
 
     def test_connection(self) -> tuple[bool, str]:
         """Read the balance (read-only) to prove the host and API key work; used by the UI's Test button."""
