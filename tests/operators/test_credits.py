@@ -9,7 +9,7 @@ states (2.11: the metadata database; 3.x: the supervisor), which tests/dagrun pr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -190,3 +190,52 @@ def test_conn_id_and_cost_are_rendered_before_the_request(localleads_sandbox, mo
     assert (op.localleads_conn_id, op.estimated_cost) == ("localleads_from_params", "60")
     assert op.execute(context) == expected_balance(localleads_sandbox)
     assert localleads_sandbox.request_count() == 1
+
+
+# ------------------------------------------------------------------------------------- cost from history
+
+
+def test_cost_from_history_is_estimated_logged_and_pushed(
+    localleads_sandbox, localleads_sandbox_connection, caplog, capsys
+):
+    from airflow_provider_localleads.estimates import CostFromHistory
+
+    now = datetime.now(UTC)
+    for minutes, amount in ((30, -12), (20, -9), (10, -10)):
+        localleads_sandbox.add_transaction(
+            "DEDUCTION",
+            amount,
+            "Lead search: Dentists in Austin",
+            now.replace(microsecond=0) - timedelta(minutes=minutes),
+        )
+    op = CheckCreditsOperator(task_id="check", estimated_cost=CostFromHistory("Lead search: Dentists*"))
+    context = context_for(op)
+
+    with caplog.at_level("INFO"):
+        result = op.execute(context)
+
+    assert result == expected_balance(localleads_sandbox)  # return_value stays the balance
+    [(what, key, estimate)] = context["ti"].calls
+    assert (what, key) == ("xcom_push", "estimate")
+    assert estimate["cost"] == 15  # ceil(max 12 * 1.2)
+    assert estimate["pattern"] == "Lead search: Dentists*"
+    assert estimate["description"].startswith("max of ")  # the seed history holds a matching run too
+    assert estimate["description"].endswith("matching 'Lead search: Dentists*' is 12 credits, +20% = 15")
+    # The task log says what the estimate rests on (structlog prints on Airflow 3, stdlib logging on 2.11).
+    assert "is 12 credits, +20% = 15" in capsys.readouterr().out + caplog.text
+    assert localleads_sandbox.request_count(BALANCE_PATH) == 1
+
+
+def test_cost_from_history_that_is_more_than_available_fails_with_the_shared_message(
+    localleads_sandbox, localleads_sandbox_connection
+):
+    from airflow_provider_localleads.estimates import CostFromHistory
+
+    localleads_sandbox.add_transaction(
+        "DEDUCTION", -80, "Lead search: everything", datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    )
+    op = CheckCreditsOperator(task_id="check", estimated_cost=CostFromHistory("Lead search: everything"))
+    with pytest.raises(InsufficientCreditsError) as info:
+        op.execute(context_for(op))
+    assert str(info.value).startswith("Not enough LocalLeads credits: needs 96 credits, 82 available")
+    assert isinstance(info.value, AirflowFailException)
