@@ -1,12 +1,12 @@
 """Real DAG runs against the sandbox: database set-up, running a DAG, reading what it left behind.
 
 Everything that differs between Airflow 2.11 and 3.x for these tests is in this file, behind
-``_airflow_v3()``, so the test modules themselves are version-neutral (checked on 3.3.2 and 2.11.2):
+``_airflow_v3()``, so the test modules themselves are version-neutral (checked on every tested line):
 
 * **Running a DAG built inside a test.** On 3.x ``dag.test()`` only runs DAGs that are serialized
   in the metadata database, so :func:`_run_dag` first writes it with
   ``airflow.dag_processing.dagbag.DagBag().bag_dag(dag)`` + ``sync_bag_to_db(bag, "dags-folder",
-  None)`` (after registering the bundle row). 3.x's ``dag.test()`` also re-parses the whole
+  None)`` (after registering the bundle row; 3.0 and 3.1 keep these in ``airflow.models.dagbag``). 3.x's ``dag.test()`` also re-parses the whole
   ``dags-folder`` bundle on every call; for these tests that bundle is pointed at an empty
   directory (only while ``run_dag`` runs) so the example DAGs written by others are neither
   parsed over and over nor able to break these runs. On 2.11 ``dag.test()`` takes the DAG as is.
@@ -155,17 +155,37 @@ def _private_dags_folder_bundle() -> Iterator[None]:
             os.environ[name] = old
 
 
+def _sync_bag_to_db(dag: Any) -> None:
+    """Airflow 3.x: store ``dag`` serialized, in the ``dags-folder`` bundle, where each line keeps the tools.
+
+    3.2+: ``airflow.dag_processing.dagbag.sync_bag_to_db``; 3.1: the same function in
+    ``airflow.models.dagbag``; 3.0: the ``DagBag.sync_to_db`` method there.
+    """
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+
+    try:
+        from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+    except ImportError:  # Airflow 3.0 and 3.1
+        from airflow.models.dagbag import DagBag
+
+        try:
+            from airflow.models.dagbag import sync_bag_to_db
+        except ImportError:  # Airflow 3.0
+
+            def sync_bag_to_db(bag: Any, bundle_name: str, bundle_version: str | None) -> None:
+                bag.sync_to_db(bundle_name, bundle_version)
+
+    DagBundlesManager().sync_bundles_to_db()
+    bag = DagBag(dag_folder=_EMPTY_DAGS_FOLDER, collect_dags=False)
+    bag.bag_dag(dag)
+    sync_bag_to_db(bag, "dags-folder", None)
+
+
 def _run_dag(dag: Any, conf: dict[str, Any] | None = None) -> DagRunResult:
     started = time.monotonic()
     if _airflow_v3():
-        from airflow.dag_processing.bundles.manager import DagBundlesManager
-        from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-
         with _private_dags_folder_bundle():
-            DagBundlesManager().sync_bundles_to_db()
-            bag = DagBag(dag_folder=_EMPTY_DAGS_FOLDER, collect_dags=False)
-            bag.bag_dag(dag)
-            sync_bag_to_db(bag, "dags-folder", None)
+            _sync_bag_to_db(dag)
             dag_run = dag.test(run_conf=conf)
     else:  # Airflow 2.11: dag.test() writes what it needs itself
         dag_run = dag.test(run_conf=conf)
