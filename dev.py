@@ -32,10 +32,11 @@ UV_VERSION = "uv>=0.5"
 class Line:
     """How one Airflow line is installed and tested.
 
-    ``pins``: what the line needs to run at all. Airflow's constraint files cannot be downloaded here,
-    so uv installs today's newest dependencies, and some of those break an older line before the
-    provider is involved. Each pin was checked by installing the line with and without it and running
-    a trivial DAG with ``airflow dags test``; drop a pin when that passes without it.
+    ``pins``: what the line needs installed beside Airflow, each with its reason. Mostly upper bounds:
+    Airflow's constraint files cannot be downloaded here, so uv installs today's newest dependencies,
+    and some of those break an older line before the provider is involved. Each was checked by
+    installing the line with and without it and running a trivial DAG with ``airflow dags test``;
+    drop a pin when that passes without it.
     ``env``: configuration the line needs, for its tests and any Airflow it starts.
     ``deploy``: install the ``deploy`` extra (Celery, Redis, PostgreSQL clients) and run tests/deployment.
     """
@@ -44,6 +45,11 @@ class Line:
     env: dict[str, str] = field(default_factory=dict)
     deploy: bool = False
 
+
+# Not a fix but what the connection form needs on 3.0 and 3.1: they build a provider's form fields from
+# the hook's wtforms widgets only when flask-appbuilder (and with it wtforms) is installed; without it
+# no provider's fields appear, in the UI or in `airflow providers widgets`. 3.2+ read provider info.
+FORM_WIDGETS = "apache-airflow-providers-fab"
 
 # The newest patch of every Airflow line we support, in the order tested; the first one also runs
 # ruff, mypy and the demo. Every line runs the whole test suite.
@@ -62,13 +68,17 @@ LINES: dict[str, Line] = {
         # The line before 3.3 whose triggerer does not share streams natively (in-process groups).
         deploy=True,
     ),
-    "3.1.8": Line(),  # requires fastapi<0.118 itself; nothing else needed
+    # 3.1.8 requires fastapi<0.118 itself and runs as installed.
+    "3.1.8": Line(pins=(FORM_WIDGETS,)),
     "3.0.6": Line(
-        # fastapi 0.165 or 0.136 (cadwyn 9 or 7): the execution API answers 422 to PATCH
-        # task-instances/{id}/run ("Input should be a valid dictionary"), 0.120 (cadwyn 5.6): "unhashable
-        # type: 'Depends'"; every task fails before it starts. fastapi<0.118 is what 3.1.8 requires and
-        # brings cadwyn 5.4.6 (cadwyn 6 needs fastapi>=0.121.1, so no cadwyn pin is needed).
-        pins=("fastapi<0.118",),
+        pins=(
+            # fastapi 0.165 or 0.136 (cadwyn 9 or 7): the execution API answers 422 to PATCH
+            # task-instances/{id}/run ("Input should be a valid dictionary"); 0.120 (cadwyn 5.6):
+            # "unhashable type: 'Depends'"; every task fails before it starts. fastapi<0.118 is what 3.1.8
+            # requires and brings cadwyn 5.4.6 (cadwyn 6 needs fastapi>=0.121.1: no cadwyn pin needed).
+            "fastapi<0.118",
+            FORM_WIDGETS,
+        ),
         # PyJWT 2.15: the api-server refuses the tokens it signed itself ("Issuer (iss) must be a
         # string") unless an issuer is configured.
         env={"AIRFLOW__API_AUTH__JWT_ISSUER": "airflow"},
