@@ -20,13 +20,70 @@ import os
 import subprocess
 import sys
 import venv
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENVS = ROOT / ".venvs"
-# The newest release of each Airflow line we support; the first one also runs the demo.
-AIRFLOW_VERSIONS = ["3.3.2", "2.11.2"]
 UV_VERSION = "uv>=0.5"
+
+
+@dataclass(frozen=True)
+class Line:
+    """How one Airflow line is installed and tested.
+
+    ``pins``: what the line needs installed beside Airflow, each with its reason. Mostly upper bounds:
+    Airflow's constraint files cannot be downloaded here, so uv installs today's newest dependencies,
+    and some of those break an older line before the provider is involved. Each was checked by
+    installing the line with and without it and running a trivial DAG with ``airflow dags test``;
+    drop a pin when that passes without it.
+    ``env``: configuration the line needs, for its tests and any Airflow it starts.
+    ``deploy``: install the ``deploy`` extra (Celery, Redis, PostgreSQL clients) and run tests/deployment.
+    """
+
+    pins: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    deploy: bool = False
+
+
+# Not a fix but what the connection form needs on 3.0 and 3.1: they build a provider's form fields from
+# the hook's wtforms widgets only when flask-appbuilder (and with it wtforms) is installed; without it
+# no provider's fields appear, in the UI or in `airflow providers widgets`. 3.2+ read provider info.
+FORM_WIDGETS = "apache-airflow-providers-fab"
+
+# The newest patch of every Airflow line we support, in the order tested; the first one also runs
+# ruff, mypy and the demo. Every line runs the whole test suite.
+LINES: dict[str, Line] = {
+    "3.3.2": Line(deploy=True),
+    "2.11.2": Line(),
+    "3.2.2": Line(
+        pins=(
+            # fastapi >= 0.137: "PydanticUserError: Model 'TITerminalStatePayload' needs a discriminator
+            # field": the api-server dies at import and every task fails. 3.3 requires fastapi<0.137 itself.
+            "fastapi<0.137",
+            # svcs 26 moved the registry into the lifespan's state: every task then fails in the execution
+            # API with "'State' object has no attribute 'svcs_registry'" (3.1 and 3.3 work with svcs 26).
+            "svcs<26",
+        ),
+        # The line before 3.3 whose triggerer does not share streams natively (in-process groups).
+        deploy=True,
+    ),
+    # 3.1.8 requires fastapi<0.118 itself and runs as installed.
+    "3.1.8": Line(pins=(FORM_WIDGETS,)),
+    "3.0.6": Line(
+        pins=(
+            # fastapi 0.165 or 0.136 (cadwyn 9 or 7): the execution API answers 422 to PATCH
+            # task-instances/{id}/run ("Input should be a valid dictionary"); 0.120 (cadwyn 5.6):
+            # "unhashable type: 'Depends'"; every task fails before it starts. fastapi<0.118 is what 3.1.8
+            # requires and brings cadwyn 5.4.6 (cadwyn 6 needs fastapi>=0.121.1: no cadwyn pin needed).
+            "fastapi<0.118",
+            FORM_WIDGETS,
+        ),
+        # PyJWT 2.15: the api-server refuses the tokens it signed itself ("Issuer (iss) must be a
+        # string") unless an issuer is configured.
+        env={"AIRFLOW__API_AUTH__JWT_ISSUER": "airflow"},
+    ),
+}
 
 
 def _log(message: str) -> None:
@@ -57,27 +114,27 @@ def _uv() -> Path:
 
 def ensure_env(airflow_version: str) -> Path:
     """Create/refresh .venvs/airflow-<version> with this package, its test extras and that Airflow."""
+    line = LINES.get(airflow_version, Line())
     env_dir = VENVS / f"airflow-{airflow_version}"
     python = _bin(env_dir, "python")
     stamp = env_dir / ".installed"
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + airflow_version.encode()).hexdigest()
+    extras = "test,deploy" if line.deploy else "test"
+    requirements = [f"{ROOT}[{extras}]", f"apache-airflow=={airflow_version}", *line.pins]
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + repr(requirements).encode()).hexdigest()
     if python.exists() and stamp.exists() and stamp.read_text() == digest:
         return python
     uv = _uv()
     _log(f"Preparing .venvs/airflow-{airflow_version} (Airflow {airflow_version}, Python {sys.version.split()[0]})")
     if not python.exists():
         _run(uv, "venv", "--quiet", "--python", sys.executable, env_dir)
-    _run(
-        uv, "pip", "install", "--quiet", "--python", python,
-        "-e", f"{ROOT}[test]", f"apache-airflow=={airflow_version}",
-    )  # fmt: skip
+    _run(uv, "pip", "install", "--quiet", "--python", python, "-e", *requirements)
     stamp.write_text(digest)
     return python
 
 
 def _versions() -> list[str]:
     raw = os.environ.get("LOCALLEADS_AIRFLOW_VERSIONS", "")
-    return [v.strip() for v in raw.split(",") if v.strip()] or AIRFLOW_VERSIONS
+    return [v.strip() for v in raw.split(",") if v.strip()] or list(LINES)
 
 
 def cmd_test(pytest_args: list[str]) -> int:
@@ -91,7 +148,8 @@ def cmd_test(pytest_args: list[str]) -> int:
             _log("mypy")
             _run(python, "-m", "mypy")
         _log(f"pytest on Airflow {version}")
-        code = _run(python, "-m", "pytest", *pytest_args, check=False)
+        env = {**os.environ, **LINES.get(version, Line()).env}
+        code = _run(python, "-m", "pytest", *pytest_args, env=env, check=False)
         if code != 0:
             failures.append(version)
     if failures:
@@ -102,8 +160,10 @@ def cmd_test(pytest_args: list[str]) -> int:
 
 
 def cmd_demo(args: list[str]) -> int:
-    python = ensure_env(_versions()[0])
-    return _run(python, ROOT / "scripts" / "demo.py", *args, check=False)
+    version = _versions()[0]
+    python = ensure_env(version)
+    env = {**os.environ, **LINES.get(version, Line()).env}
+    return _run(python, ROOT / "scripts" / "demo.py", *args, env=env, check=False)
 
 
 def main(argv: list[str]) -> int:

@@ -122,6 +122,13 @@ def _row_test_body(stored: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@pytest.mark.xfail(
+    Version("3.1") > AIRFLOW_VERSION,
+    strict=True,
+    reason="UPSTREAM (not this provider): Airflow 3.0's Test button tests a saved connection with the '***' "
+    "it was shown instead of the stored password (the API merges the stored connection from 3.1 on), so "
+    "every connection with a password fails there",
+)
 def test_form_saved_connection_hides_the_key_and_tests_ok(client: Any, canary_sandbox: SandboxServer) -> None:
     conn_id = "localleads_ui_form"
     _create_like_the_form(client, conn_id, canary_sandbox.url, canary_sandbox.api_key)

@@ -1,22 +1,24 @@
 """Real DAG runs against the sandbox: database set-up, running a DAG, reading what it left behind.
 
 Everything that differs between Airflow 2.11 and 3.x for these tests is in this file, behind
-``_airflow_v3()``, so the test modules themselves are version-neutral (checked on 3.3.2 and 2.11.2):
+``_airflow_v3()``, so the test modules themselves are version-neutral (checked on every tested line):
 
 * **Running a DAG built inside a test.** On 3.x ``dag.test()`` only runs DAGs that are serialized
   in the metadata database, so :func:`_run_dag` first writes it with
   ``airflow.dag_processing.dagbag.DagBag().bag_dag(dag)`` + ``sync_bag_to_db(bag, "dags-folder",
-  None)`` (after registering the bundle row). 3.x's ``dag.test()`` also re-parses the whole
-  ``dags-folder`` bundle on every call; for these tests that bundle is pointed at an empty
-  directory (only while ``run_dag`` runs) so the example DAGs written by others are neither
-  parsed over and over nor able to break these runs. On 2.11 ``dag.test()`` takes the DAG as is.
+  None)`` (after registering the bundle row; 3.0 and 3.1 keep these in ``airflow.models.dagbag``).
+  3.x's ``dag.test()`` also re-parses the whole ``dags-folder`` bundle on every call; for these
+  tests that bundle is pointed at an empty directory (only while ``run_dag`` runs) so the example
+  DAGs written by others are neither parsed over and over nor able to break these runs. On 2.11
+  ``dag.test()`` takes the DAG as is.
 * **Reading results** (task states, try numbers, XComs, rendered fields) goes through model APIs
   that exist on both lines: ``DagRun.get_task_instances()``, ``TaskInstance.xcom_pull()`` and
   ``RenderedTaskInstanceFields.get_templated_fields()``. Reschedule records are keyed by the task
   instance's id on 3.x and by (dag_id, task_id, run_id) on 2.11 (``reschedule_count``).
 * **Why a task failed**: ``dag.test()`` only logs the exception. Tests hang a recorder on
-  ``on_failure_callback``/``on_retry_callback`` (it runs in-process under ``dag.test()`` on both
-  lines) and get the exception object itself, with its type and message.
+  ``on_failure_callback``/``on_retry_callback`` (it runs in-process under ``dag.test()`` on every
+  line) and get the exception object itself, with its type and message (on 3.0-3.2 ``dag.test()``
+  leaves it out of the callback's context: :func:`_dag_test_as_on_3_3` puts it there).
 * **What was logged**: 3.x task/trigger logs are structlog lines on stdout, 2.11's go through stdlib
   logging; ``task_log`` reads both.
 * **The metadata database**: ``airflow.utils.db.initdb()`` in-process once per session (what
@@ -26,6 +28,7 @@ Everything that differs between Airflow 2.11 and 3.x for these tests is in this 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -155,17 +158,75 @@ def _private_dags_folder_bundle() -> Iterator[None]:
             os.environ[name] = old
 
 
+def _sync_bag_to_db(dag: Any) -> None:
+    """Airflow 3.x: store ``dag`` serialized, in the ``dags-folder`` bundle, where each line keeps the tools.
+
+    3.2+: ``airflow.dag_processing.dagbag.sync_bag_to_db``; 3.1: the same function in
+    ``airflow.models.dagbag``; 3.0: the ``DagBag.sync_to_db`` method there.
+    """
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+
+    try:
+        from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+    except ImportError:  # Airflow 3.0 and 3.1
+        from airflow.models.dagbag import DagBag
+
+        try:
+            from airflow.models.dagbag import sync_bag_to_db
+        except ImportError:  # Airflow 3.0
+
+            def sync_bag_to_db(bag: Any, bundle_name: str, bundle_version: str | None) -> None:
+                bag.sync_to_db(bundle_name, bundle_version)
+
+    DagBundlesManager().sync_bundles_to_db()
+    bag = DagBag(dag_folder=_EMPTY_DAGS_FOLDER, collect_dags=False)
+    bag.bag_dag(dag)
+    sync_bag_to_db(bag, "dags-folder", None)
+
+
+@contextlib.contextmanager
+def _dag_test_as_on_3_3() -> Iterator[None]:
+    """Airflow 3.0-3.2: two steps 3.3's in-process ``dag.test()`` takes and theirs does not.
+
+    * The failure/retry callbacks get the exception in ``context["exception"]`` (a worker's task
+      runner sets it before ``finalize()`` runs them; 3.3's ``dag.test()`` does too), so
+      :class:`FailureRecorder` sees it on every line.
+    * One in-process execution API per process (3.3: ``lru_cache`` on
+      ``supervisor.in_process_api_server``) instead of a new FastAPI app per task, 4-5 s each.
+    """
+    from airflow import __version__
+    from packaging.version import Version
+
+    if Version(Version(__version__).base_version) >= Version("3.3.0"):
+        yield
+        return
+    from airflow.sdk.execution_time import supervisor, task_runner
+
+    original_finalize, original_api = task_runner.finalize, supervisor.in_process_api_server
+
+    def finalize(ti: Any, state: Any, context: Any, log: Any, error: BaseException | None = None) -> Any:
+        context["exception"] = error
+        return original_finalize(ti, state, context, log, error)
+
+    # Both looked up at call time by the in-process supervisor.
+    task_runner.finalize = finalize
+    supervisor.in_process_api_server = _cached_api_server(original_api)
+    try:
+        yield
+    finally:
+        task_runner.finalize, supervisor.in_process_api_server = original_finalize, original_api
+
+
+@functools.cache
+def _cached_api_server(factory: Callable[[], Any]) -> Callable[[], Any]:
+    return functools.cache(factory)
+
+
 def _run_dag(dag: Any, conf: dict[str, Any] | None = None) -> DagRunResult:
     started = time.monotonic()
     if _airflow_v3():
-        from airflow.dag_processing.bundles.manager import DagBundlesManager
-        from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-
-        with _private_dags_folder_bundle():
-            DagBundlesManager().sync_bundles_to_db()
-            bag = DagBag(dag_folder=_EMPTY_DAGS_FOLDER, collect_dags=False)
-            bag.bag_dag(dag)
-            sync_bag_to_db(bag, "dags-folder", None)
+        with _private_dags_folder_bundle(), _dag_test_as_on_3_3():
+            _sync_bag_to_db(dag)
             dag_run = dag.test(run_conf=conf)
     else:  # Airflow 2.11: dag.test() writes what it needs itself
         dag_run = dag.test(run_conf=conf)

@@ -74,6 +74,10 @@ _PARSE_SCRIPT = textwrap.dedent(
     if "include_examples" in inspect.signature(DagBag.__init__).parameters:
         kwargs["include_examples"] = False
 
+    # The Airflow names the examples are written with count as Airflow's: on 3.0, resolving ``task``
+    # alone imports httpx (airflow.sdk decorators -> standard provider -> airflow.models -> api_fastapi).
+    from airflow.providers.common.compat.sdk import DAG, Param, task  # noqa: F401
+
     heavy_before = sorted(m for m in HEAVY if m in sys.modules)
     files = {}
     for path in sys.argv[1:]:
