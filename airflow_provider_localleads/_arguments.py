@@ -7,6 +7,15 @@ from airflow_provider_localleads.exceptions import LocalLeadsInvalidArgumentErro
 ON_INSUFFICIENT_CHOICES = ("fail", "skip")
 
 
+def whole_number(value: object) -> int | None:
+    """``value`` as an int if it is one (not a bool) or a string of ASCII digits (spaces around allowed)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
 def parse_estimated_cost(value: object, *, task_id: str) -> int:
     """The rendered ``estimated_cost`` as a non-negative whole number, or a clear, non-retried error.
 
@@ -14,13 +23,7 @@ def parse_estimated_cost(value: object, *, task_id: str) -> int:
     ``True``/``False`` (bool is an int in Python, never a credit count), floats and ``"1.5"``
     (credits are whole), negative numbers, and anything else.
     """
-    cost: int | None = None
-    if isinstance(value, int) and not isinstance(value, bool):
-        cost = value
-    elif isinstance(value, str):
-        text = value.strip()
-        if text.isascii() and text.isdigit():
-            cost = int(text)
+    cost = whole_number(value)
     if cost is None or cost < 0:
         raise LocalLeadsInvalidArgumentError(
             f"Task {task_id!r}: estimated_cost must render to a non-negative whole number of credits "
@@ -28,3 +31,32 @@ def parse_estimated_cost(value: object, *, task_id: str) -> int:
             "or the template/params that produce it"
         )
     return cost
+
+
+def is_template(value: object) -> bool:
+    """A string Airflow will render (so it can only be checked once rendered, when the task runs)."""
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def parse_optional_count(
+    value: object, *, field: str, minimum: int, task_id: str, at_parse: bool = False
+) -> int | None:
+    """``None`` (off), or a whole number >= ``minimum`` (a rendered ``"30"`` is 30).
+
+    At parse time (``at_parse``) a template is let through to be checked when rendered, and a bad value
+    is a ValueError (the DAG does not load); when the task runs it is LocalLeadsInvalidArgumentError,
+    which fails without retrying.
+    """
+    if value is None or (at_parse and is_template(value)):
+        return None
+    number = whole_number(value)
+    if number is not None and number >= minimum:
+        return number
+    kind = "positive" if minimum == 1 else "non-negative"
+    message = (
+        f"Task {task_id!r}: {field} must be None (off) or a {kind} whole number (>= {minimum}), got {value!r} "
+        f"({type(value).__name__}). Fix the value or the template/params that produce it"
+    )
+    if at_parse:
+        raise ValueError(message)
+    raise LocalLeadsInvalidArgumentError(message)

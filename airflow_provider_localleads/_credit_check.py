@@ -12,21 +12,44 @@ from typing import TYPE_CHECKING
 from airflow_provider_localleads._arguments import ON_INSUFFICIENT_CHOICES
 
 if TYPE_CHECKING:
-    from airflow_provider_localleads.models import CreditBalance
+    from airflow_provider_localleads.models import CreditBalance, CreditUsage
 
-__all__ = ["check_credit_request", "enforce_credits", "insufficient_credits_message", "shortfall_message"]
+__all__ = [
+    "check_credit_request",
+    "enforce_credits",
+    "enough_message",
+    "insufficient_credits_message",
+    "shortfall_message",
+    "waiting_message",
+    "with_forecast",
+]
 
 
-def shortfall_message(cost: int, balance: CreditBalance) -> str:
+def with_forecast(text: str, forecast: CreditUsage | None) -> str:
+    """``text``, and when a forecast was read (``forecast_days``), how long the credits last at the recent rate."""
+    return text if forecast is None else f"{text}; {forecast.summary()}"
+
+
+def enough_message(cost: int, balance: CreditBalance, forecast: CreditUsage | None = None) -> str:
+    """The success line of the operator and the sensor."""
+    return with_forecast(f"Enough LocalLeads credits: needs {cost}, {balance.summary()}", forecast)
+
+
+def waiting_message(cost: int, balance: CreditBalance) -> str:
+    """The sensor's line while it waits (never with a forecast: that would cost requests at every poke)."""
+    return f"Waiting for LocalLeads credits: needs {cost}, {balance.summary()}"
+
+
+def shortfall_message(cost: int, balance: CreditBalance, forecast: CreditUsage | None = None) -> str:
     """What is missing: needed vs available and when credits reset (the operator logs it when skipping)."""
-    return f"Not enough LocalLeads credits: needs {cost} credits, {balance.summary()}"
+    return with_forecast(f"Not enough LocalLeads credits: needs {cost} credits, {balance.summary()}", forecast)
 
 
-def insufficient_credits_message(cost: int, balance: CreditBalance) -> str:
+def insufficient_credits_message(cost: int, balance: CreditBalance, forecast: CreditUsage | None = None) -> str:
     """The message of :class:`~airflow_provider_localleads.exceptions.InsufficientCreditsError`: the
     shortfall and what to do about it."""
     return (
-        f"{shortfall_message(cost, balance)}. Top up, lower estimated_cost, wait for the reset, or use "
+        f"{shortfall_message(cost, balance, forecast)}. Top up, lower estimated_cost, wait for the reset, or use "
         "on_insufficient='skip' (or CreditsSensor) to skip/wait instead of failing"
     )
 

@@ -9,10 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnValue, conf
 
-from airflow_provider_localleads._arguments import parse_estimated_cost
+from airflow_provider_localleads._arguments import parse_optional_count
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
+
+    from airflow_provider_localleads.estimates import CostFromHistory
+    from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
 
 DEFAULT_POKE_INTERVAL = 300.0
 
@@ -32,27 +35,50 @@ class CreditsSensor(BaseSensorOperator):
     every ``poke_interval`` seconds: ``exponential_backoff`` is not applied there (all triggers on
     one connection and interval share one poll in the triggerer, which needs a fixed interval).
 
-    :param estimated_cost: credits needed (templated; must render to a whole number >= 0).
+    A :class:`~airflow_provider_localleads.estimates.CostFromHistory` cost is resolved once per run
+    of the task on a worker, before the first balance read, logged ("Estimated cost: ...") and pushed as XCom
+    ``estimate``, as the operator does: in poke mode once per try; in deferrable mode before deferring
+    (the trigger waits for that number, and the estimate is handed to ``execute_complete`` in the
+    defer kwargs, which logs and pushes it again with the result); in reschedule mode every poke is
+    a new run of the task, so each one resolves it again (one more history read per poke; the
+    estimate follows the history while waiting). A transient error while resolving it keeps a poke
+    or reschedule sensor waiting; in deferrable mode it fails the try (retries apply), since there is
+    no number to defer with.
+
+    ``forecast_days`` (off by default) reads the usage once, when the credits are there (the final
+    result), never while waiting, so polling costs no extra requests: the success line gets the rate
+    and the run-out date, and XCom ``forecast`` holds ``CreditUsage.to_dict()``. After a deferred wait
+    it is read on the worker in ``execute_complete`` (one more balance read with the history). If the
+    forecast cannot be read, a warning says so and the sensor still succeeds.
+
+    :param estimated_cost: credits needed (templated; must render to a whole number >= 0), or a
+        ``CostFromHistory``.
     :param localleads_conn_id: Airflow connection of type ``localleads`` (templated).
     :param deferrable: wait in the triggerer instead of on a worker.
+    :param forecast_days: None (off) or the forecast's window in days, >= 1 (templated).
     """
 
-    template_fields: Sequence[str] = ("estimated_cost", "localleads_conn_id")
+    template_fields: Sequence[str] = ("estimated_cost", "localleads_conn_id", "forecast_days")
     ui_color = "#e8f4ea"
 
     def __init__(
         self,
         *,
-        estimated_cost: int | str,
+        estimated_cost: int | str | CostFromHistory,
         localleads_conn_id: str = "localleads_default",
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poke_interval: float | timedelta = DEFAULT_POKE_INTERVAL,
+        forecast_days: int | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, **kwargs)
+        parse_optional_count(forecast_days, field="forecast_days", minimum=1, task_id=self.task_id, at_parse=True)
         self.estimated_cost = estimated_cost
         self.localleads_conn_id = localleads_conn_id
         self.deferrable = deferrable
+        self.forecast_days = forecast_days
+        #: The cost this run of the task resolved (estimate dict or None), reset by every execute().
+        self._resolved: tuple[int, dict[str, Any] | None] | None = None
 
     def _poke_interval_seconds(self) -> float:
         interval = self.poke_interval
@@ -62,38 +88,54 @@ class CreditsSensor(BaseSensorOperator):
         timeout = self.timeout
         return timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
 
+    def _forecast_days(self) -> int | None:
+        return parse_optional_count(self.forecast_days, field="forecast_days", minimum=1, task_id=self.task_id)
+
+    def _cost(self, hook: LocalLeadsHook, context: Context) -> int:
+        """This run's cost, resolved (and a CostFromHistory estimate logged and pushed) at its first poke."""
+        if self._resolved is None:
+            from airflow_provider_localleads._planning import report_estimate
+            from airflow_provider_localleads.estimates import resolve_cost
+
+            cost, estimate = resolve_cost(self.estimated_cost, hook, self.task_id)  # a bad number: no request
+            self._resolved = cost, None if estimate is None else estimate.to_dict()
+            if self._resolved[1] is not None:
+                report_estimate(self, context, self._resolved[1])
+        return self._resolved[0]
+
     def poke(self, context: Context) -> PokeReturnValue:
+        from airflow_provider_localleads._credit_check import enough_message, waiting_message
         from airflow_provider_localleads._metrics import emit_credit_gauges
+        from airflow_provider_localleads._planning import read_forecast
         from airflow_provider_localleads._retry import is_transient
         from airflow_provider_localleads.exceptions import LocalLeadsError
         from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
 
-        cost = parse_estimated_cost(self.estimated_cost, task_id=self.task_id)
+        days = self._forecast_days()
         try:
             with LocalLeadsHook(self.localleads_conn_id) as hook:
+                cost = self._cost(hook, context)
                 balance = hook.get_balance()
+                done = balance.can_afford(cost)
+                forecast = read_forecast(self, hook, context, days, balance) if done else None
         except LocalLeadsError as err:
             if not is_transient(err):  # the hook's own retry decision: transient means keep waiting
                 raise
             self.log.warning("LocalLeads balance check failed (will check again): %s", err)
             return PokeReturnValue(is_done=False)
         emit_credit_gauges(self.localleads_conn_id, balance.available_credits, cost)
-        done = balance.can_afford(cost)
-        self.log.info(
-            "%s LocalLeads credits: needs %d, %s",
-            "Enough" if done else "Waiting for",
-            cost,
-            balance.summary(),
-        )
+        self.log.info("%s", enough_message(cost, balance, forecast) if done else waiting_message(cost, balance))
         return PokeReturnValue(is_done=done, xcom_value=balance.to_dict() if done else None)
 
     def execute(self, context: Context) -> Any:
+        self._resolved = None  # resolved afresh by every run of the task (each try; each reschedule)
         if not self.deferrable:
             return super().execute(context)
         # Check once here: if the credits are already there, no trip through the triggerer.
         cost, first = self._first_check(context)
         if first.is_done:
             return first.xcom_value
+        estimate = None if self._resolved is None else self._resolved[1]
         from airflow_provider_localleads.triggers.credits import CreditsTrigger
 
         timeout = self._timeout_seconds()
@@ -108,11 +150,16 @@ class CreditsSensor(BaseSensorOperator):
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=timeout),
+            # Stored with the task instance (next_kwargs): the estimate and its basis, never a secret.
+            kwargs={"estimate": estimate} if estimate is not None else None,
         )
         return None  # unreachable: defer() raises
 
     def _first_check(self, context: Context) -> tuple[int, PokeReturnValue]:
-        """The deferrable path's first poke, with soft_fail/never_fail applied as in poke mode.
+        """The deferrable path's cost and first poke, with soft_fail/never_fail applied as in poke mode.
+
+        The cost is resolved before the poke, outside its keep-waiting rule: the trigger needs a
+        number, so a transient error while estimating it fails this try.
 
         ``BaseSensorOperator.execute`` maps errors to skips for soft_fail/never_fail; this check runs
         outside it, so it applies the same rules itself (a wrong key with soft_fail=True skips in
@@ -124,9 +171,14 @@ class CreditsSensor(BaseSensorOperator):
             AirflowSkipException,
         )
 
+        from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
+
         never_fail = getattr(self, "never_fail", False)
         try:
-            return parse_estimated_cost(self.estimated_cost, task_id=self.task_id), self.poke(context)
+            self._forecast_days()
+            with LocalLeadsHook(self.localleads_conn_id) as hook:
+                cost = self._cost(hook, context)
+            return cost, self.poke(context)
         except AirflowSkipException:
             raise
         except (AirflowSensorTimeout, AirflowFailException) as err:
@@ -140,14 +192,25 @@ class CreditsSensor(BaseSensorOperator):
                 raise AirflowSkipException("Skipping due to never_fail is set to True.") from err
             raise
 
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Resume after the trigger fired. Anything but a well-formed success fails (never a silent pass)."""
+    def execute_complete(
+        self, context: Context, event: dict[str, Any] | None = None, estimate: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Resume after the trigger fired. Anything but a well-formed success fails (never a silent pass).
+
+        :param estimate: the CostFromHistory estimate the wait was for (from the defer kwargs), logged
+            and pushed as XCom ``estimate`` with the result.
+        """
         from airflow.providers.common.compat.sdk import AirflowSensorTimeout, AirflowSkipException
 
         from airflow_provider_localleads import exceptions
 
         status = event.get("status") if isinstance(event, dict) else None
+        if isinstance(estimate, dict) and "description" in estimate:
+            from airflow_provider_localleads._planning import report_estimate
+
+            report_estimate(self, context, estimate)
         if status == "success" and isinstance(event, dict) and isinstance(event.get("balance"), dict):
+            self._complete_forecast(context)
             self.log.info(
                 "Enough LocalLeads credits: needs %s, balance %s", event.get("estimated_cost"), event["balance"]
             )
@@ -165,3 +228,16 @@ class CreditsSensor(BaseSensorOperator):
         raise exceptions.LocalLeadsError(
             f"CreditsSensor {self.task_id!r} resumed with an unexpected trigger event {event!r}; failing closed"
         )
+
+    def _complete_forecast(self, context: Context) -> None:
+        """After a deferred wait: the forecast, read on the worker (``get_usage``), logged on its own line."""
+        days = self._forecast_days()
+        if days is None:
+            return
+        from airflow_provider_localleads._planning import read_forecast
+        from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
+
+        with LocalLeadsHook(self.localleads_conn_id) as hook:
+            forecast = read_forecast(self, hook, context, days)
+        if forecast is not None:
+            self.log.info("LocalLeads credits forecast: %s", forecast.summary())

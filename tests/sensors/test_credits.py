@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -30,7 +30,7 @@ from airflow_provider_localleads.exceptions import (
     LocalLeadsResponseError,
 )
 from airflow_provider_localleads.models import CreditBalance
-from airflow_provider_localleads.sandbox import BALANCE_PATH, SandboxServer
+from airflow_provider_localleads.sandbox import BALANCE_PATH, TRANSACTIONS_PATH, SandboxServer
 from airflow_provider_localleads.sensors.credits import DEFAULT_POKE_INTERVAL, CreditsSensor
 from airflow_provider_localleads.triggers.credits import CreditsTrigger
 
@@ -78,7 +78,8 @@ def test_defaults():
     wait = CreditsSensor(task_id="wait", estimated_cost=1)
     assert wait.poke_interval == DEFAULT_POKE_INTERVAL == 300
     assert wait.deferrable is conf.getboolean("operators", "default_deferrable", fallback=False)
-    assert set(wait.template_fields) == {"estimated_cost", "localleads_conn_id"}
+    assert set(wait.template_fields) == {"estimated_cost", "localleads_conn_id", "forecast_days"}
+    assert wait.forecast_days is None
 
 
 # ---------------------------------------------------------------------------------------------- poke
@@ -313,3 +314,204 @@ def test_execute_complete_garbage_fails_closed_even_with_soft_fail(event):
     assert type(info.value) is LocalLeadsError
     assert "unexpected trigger event" in str(info.value)
     assert "failing closed" in str(info.value)
+
+
+# ------------------------------------------------------------------------------- cost from history
+
+
+class FakeTI:
+    """Records ``xcom_push`` calls (the only task-instance method the sensor calls itself)."""
+
+    def __init__(self) -> None:
+        self.pushed: list[tuple[str, Any]] = []
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushed.append((key, value))
+
+
+def history_sensor(sandbox: SandboxServer, **kwargs: Any) -> CreditsSensor:
+    """A sensor whose cost comes from two recent 'Lead search: Roofers*' runs (max 40, +20% = 48)."""
+    from airflow_provider_localleads.estimates import CostFromHistory
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    for minutes, amount in ((20, -30), (10, -40)):
+        sandbox.add_transaction("DEDUCTION", amount, "Lead search: Roofers in Reno", now - timedelta(minutes=minutes))
+    return sensor(estimated_cost=CostFromHistory("Lead search: Roofers*"), **kwargs)
+
+
+def test_poke_resolves_a_cost_from_history_once_logs_and_pushes_it(sandbox, capfd):
+    wait = history_sensor(sandbox)
+    ti = FakeTI()
+    sandbox.set_balance(monthly=100, bonus=0, used=60)  # 40 available: not enough for 48
+
+    with captured_task_logs(capfd) as log:
+        first = wait.poke({"ti": ti})
+        sandbox.top_up(10)
+        second = wait.poke({"ti": ti})
+
+    assert (first.is_done, second.is_done) == (False, True)
+    [(key, estimate)] = ti.pushed  # resolved and pushed once for the two pokes
+    assert key == "estimate"
+    assert (estimate["cost"], estimate["runs_used"], estimate["pattern"]) == (48, 2, "Lead search: Roofers*")
+    assert "Estimated cost: max of 2 runs since" in log()
+    assert "matching 'Lead search: Roofers*' is 40 credits, +20% = 48" in log()
+    assert "Waiting for LocalLeads credits: needs 48, 40 available" in log()
+    assert "Enough LocalLeads credits: needs 48, 50 available" in log()
+    assert sandbox.request_count(TRANSACTIONS_PATH) == 1
+    assert sandbox.request_count(BALANCE_PATH) == 2
+
+
+def test_a_transient_error_while_estimating_keeps_a_poke_sensor_waiting(sandbox):
+    wait = history_sensor(sandbox)
+    ti = FakeTI()
+    sandbox.fail_next(503, path=TRANSACTIONS_PATH)
+
+    first, second = wait.poke({"ti": ti}), wait.poke({"ti": ti})
+
+    assert (first.is_done, second.is_done) == (False, True)
+    assert [k for k, _ in ti.pushed] == ["estimate"]
+    assert [(r.path, r.status) for r in sandbox.requests] == [
+        (TRANSACTIONS_PATH, 503),
+        (TRANSACTIONS_PATH, 200),
+        (BALANCE_PATH, 200),
+    ]
+
+
+def test_no_matching_history_fails_the_poke_before_any_balance_read(sandbox):
+    from airflow_provider_localleads.estimates import CostFromHistory
+
+    wait = sensor(estimated_cost=CostFromHistory("Lead search: Astronauts*"))
+    with pytest.raises(exceptions.NoCostHistoryError, match="'Lead search: Astronauts\\*'"):
+        wait.poke({"ti": FakeTI()})
+    assert sandbox.request_count(BALANCE_PATH) == 0
+
+
+def test_execute_resolves_afresh_each_time(sandbox):
+    """Each run of the task (a try, or a reschedule in reschedule mode) resolves the estimate again."""
+    wait = history_sensor(sandbox, deferrable=True)
+    for _ in range(2):
+        wait.execute({"ti": FakeTI()})  # 82 available >= 48: returns at the first check
+    assert sandbox.request_count(TRANSACTIONS_PATH) == 2
+
+
+def test_deferrable_resolves_before_deferring_and_hands_the_estimate_on(sandbox):
+    wait = history_sensor(sandbox, deferrable=True)
+    sandbox.set_balance(monthly=100, bonus=0, used=60)  # 40 available
+    ti = FakeTI()
+
+    with pytest.raises(TaskDeferred) as info:
+        wait.execute({"ti": ti})
+
+    deferred = info.value
+    assert deferred.trigger.serialize()[1]["estimated_cost"] == 48  # the resolved number, not the object
+    [(key, estimate)] = ti.pushed
+    assert key == "estimate"
+    assert deferred.kwargs == {"estimate": estimate}
+    assert json.loads(json.dumps(deferred.kwargs)) == deferred.kwargs  # stored in the database as JSON
+    assert sandbox.api_key not in json.dumps(deferred.kwargs)
+    assert sandbox.request_count(TRANSACTIONS_PATH) == 1
+    assert sandbox.request_count(BALANCE_PATH) == 1
+
+
+def test_deferrable_plain_cost_defers_without_kwargs(sandbox):
+    with pytest.raises(TaskDeferred) as info:
+        sensor(estimated_cost=83, deferrable=True).execute({})
+    assert not info.value.kwargs
+
+
+def test_deferrable_transient_error_while_estimating_fails_the_try(sandbox):
+    """There is no number to defer with: an ordinary failure (the task's retries apply), not a wait."""
+    wait = history_sensor(sandbox, deferrable=True)
+    sandbox.fail_next(503, path=TRANSACTIONS_PATH)
+    with pytest.raises(exceptions.LocalLeadsServerError):
+        wait.execute({"ti": FakeTI()})
+    assert sandbox.request_count(BALANCE_PATH) == 0
+
+
+def test_deferrable_no_history_with_soft_fail_skips(sandbox):
+    from airflow_provider_localleads.estimates import CostFromHistory
+
+    wait = sensor(estimated_cost=CostFromHistory("Lead search: Astronauts*"), deferrable=True, soft_fail=True)
+    with pytest.raises(AirflowSkipException) as info:
+        wait.execute({"ti": FakeTI()})
+    assert isinstance(info.value.__cause__, exceptions.NoCostHistoryError)
+
+
+def test_execute_complete_logs_and_pushes_the_estimate_it_was_handed(capfd):
+    estimate = {"cost": 48, "description": "max of 2 runs since 2026-11-30 matching 'x*' is 40 credits, +20% = 48"}
+    ti = FakeTI()
+    event = {"status": "success", "balance": {"available_credits": 50}, "estimated_cost": 48}
+    with captured_task_logs(capfd) as log:
+        assert sensor().execute_complete({"ti": ti}, event, estimate=estimate) == {"available_credits": 50}
+    assert ti.pushed == [("estimate", estimate)]
+    assert "Estimated cost: max of 2 runs since 2026-11-30" in log()
+    assert "Enough LocalLeads credits: needs 48" in log()
+
+
+# ------------------------------------------------------------------------------------------ forecast
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, True, "x", "0", "-3", ""], ids=repr)
+def test_bad_forecast_days_is_refused_when_the_dag_is_parsed(value):
+    with pytest.raises(ValueError, match="forecast_days must be None") as info:
+        sensor(forecast_days=value)
+    assert repr(value) in str(info.value)
+    assert "'wait'" in str(info.value)
+
+
+def test_templated_forecast_days_is_checked_once_rendered_before_any_request(sandbox):
+    wait = sensor(forecast_days="{{ params.days }}")
+    wait.render_template_fields({"params": {"days": "soon"}})
+    with pytest.raises(LocalLeadsInvalidArgumentError, match=r"forecast_days must be None.*'soon'"):
+        wait.poke({"ti": FakeTI()})
+    assert sandbox.request_count() == 0
+
+
+def test_forecast_is_read_only_for_the_final_result(sandbox, capfd):
+    wait = sensor(estimated_cost=83, forecast_days=30)
+    ti = FakeTI()
+    with captured_task_logs(capfd) as log:
+        waiting = wait.poke({"ti": ti})
+        assert sandbox.request_count(TRANSACTIONS_PATH) == 0  # waiting polls cost nothing extra
+        sandbox.top_up(10)
+        done = wait.poke({"ti": ti})
+
+    assert (waiting.is_done, done.is_done) == (False, True)
+    [(key, forecast)] = ti.pushed
+    assert key == "forecast"
+    assert forecast["days"] == 30
+    assert forecast["available_credits"] == 92
+    assert set(forecast) >= {"per_day", "runs_out_at", "next_reset_at", "spent"}
+    assert sandbox.request_count(TRANSACTIONS_PATH) >= 1
+    assert sandbox.request_count(BALANCE_PATH) == 2  # the forecast reuses the balance just read
+    enough = [line for line in log().splitlines() if "Enough LocalLeads credits: needs 83, 92 available" in line]
+    assert enough
+    assert "; at the last 30 days' rate (" in enough[0] or "; nothing was spent in the last 30 days" in enough[0]
+
+
+def test_a_forecast_that_cannot_be_read_is_a_warning_and_the_sensor_is_done(sandbox, capfd):
+    sandbox.fail_next(503, path=TRANSACTIONS_PATH)
+    ti = FakeTI()
+    with captured_task_logs(capfd) as log:
+        done = sensor(estimated_cost=10, forecast_days=7).poke({"ti": ti})
+    assert done.is_done is True
+    assert ti.pushed == []
+    assert "LocalLeads usage forecast unavailable (the credit check stands)" in log()
+
+
+def test_execute_complete_reads_the_forecast_on_the_worker(sandbox, capfd):
+    ti = FakeTI()
+    event = {"status": "success", "balance": balance_of(sandbox), "estimated_cost": 10}
+    with captured_task_logs(capfd) as log:
+        sensor(forecast_days=30).execute_complete({"ti": ti}, event)
+    [(key, forecast)] = ti.pushed
+    assert (key, forecast["available_credits"]) == ("forecast", 82)
+    assert "LocalLeads credits forecast: " in log()
+    assert sandbox.request_count(BALANCE_PATH) == 1  # get_usage: the balance, then the history
+    assert sandbox.request_count(TRANSACTIONS_PATH) >= 1
+
+
+def test_execute_complete_without_forecast_days_makes_no_request(sandbox):
+    event = {"status": "success", "balance": balance_of(sandbox), "estimated_cost": 10}
+    sensor().execute_complete({"ti": FakeTI()}, event)
+    assert sandbox.request_count() == 0
