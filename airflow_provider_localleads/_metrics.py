@@ -23,3 +23,16 @@ def emit_credit_gauges(conn_id: str, available: int, needed: int) -> None:
         Stats.gauge(f"localleads.needed_credits.{name}", needed)
     except Exception:
         log.debug("Could not emit LocalLeads credit gauges", exc_info=True)
+
+
+def emit_low_credits(conn_id: str) -> None:
+    """Count a low-credit warning (``warn_below``) per connection: ``localleads.low_credits.<conn>``.
+
+    Like the gauges, never fails the task.
+    """
+    try:
+        from airflow.providers.common.compat.sdk import Stats
+
+        Stats.incr(f"localleads.low_credits.{_UNSAFE.sub('_', conn_id)}")
+    except Exception:
+        log.debug("Could not emit the LocalLeads low-credits metric", exc_info=True)

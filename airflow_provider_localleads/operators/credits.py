@@ -7,12 +7,16 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, SkipMixin
 
-from airflow_provider_localleads._arguments import ON_INSUFFICIENT_CHOICES
+from airflow_provider_localleads._arguments import ON_INSUFFICIENT_CHOICES, parse_optional_count
+from airflow_provider_localleads._planning import check_low_credits_hook
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_provider_localleads.estimates import CostFromHistory
+    from airflow_provider_localleads.models import CreditBalance
 
 
 class CheckCreditsOperator(BaseOperator, SkipMixin):
@@ -32,14 +36,31 @@ class CheckCreditsOperator(BaseOperator, SkipMixin):
     A wrong API key fails without retrying; transient API trouble (after the hook's own retries)
     is an ordinary failure, so the task's ``retries`` apply.
 
+    ``forecast_days`` (off by default: it reads the history back that far, extra requests) adds the
+    recent spending rate and the date the credits run out at it to the messages, and pushes
+    ``CreditUsage.to_dict()`` as XCom ``forecast``; if that read fails, a warning says so and the
+    check's outcome stands.
+
+    ``warn_below``: when ``available - cost < warn_below`` (also when there is not enough at all),
+    a warning is logged, the ``localleads.low_credits.<conn>`` metric is counted, and
+    ``on_low_credits`` is called once, before the task succeeds (or fails or skips). It may be an
+    Airflow notifier (e.g. the Slack or SMTP providers' ``SlackNotifier``/``SmtpNotifier``), called
+    with the task context plus ``localleads_balance`` (the balance dict) and ``localleads_low_credits``
+    (``remaining``, ``estimated_cost``, ``warn_below``, ``conn_id``) for its templates, or any
+    callable, called with the ``CreditBalance``. A failing callback is logged and the task still
+    succeeds: the run can afford its work, and a broken alert channel must not stop it.
+
     :param estimated_cost: credits the run will need (templated; must render to a whole number >= 0),
         or a ``CostFromHistory`` that estimates it from the transactions of similar runs.
     :param on_insufficient: ``"fail"`` or ``"skip"``.
     :param localleads_conn_id: Airflow connection of type ``localleads`` (templated, as in the
         official providers: e.g. ``"{{ params.account }}"`` picks the account per run).
+    :param forecast_days: None (off) or the window of the forecast in days, >= 1 (templated).
+    :param warn_below: None (off) or credits, >= 0, that should be left after this run (templated).
+    :param on_low_credits: a notifier or callable for ``warn_below`` (see above).
     """
 
-    template_fields: Sequence[str] = ("estimated_cost", "localleads_conn_id")
+    template_fields: Sequence[str] = ("estimated_cost", "localleads_conn_id", "forecast_days", "warn_below")
     ui_color = "#e8f4ea"
     inherits_from_skipmixin = True
 
@@ -49,42 +70,56 @@ class CheckCreditsOperator(BaseOperator, SkipMixin):
         estimated_cost: int | str | CostFromHistory,
         on_insufficient: str = "fail",
         localleads_conn_id: str = "localleads_default",
+        forecast_days: int | str | None = None,
+        warn_below: int | str | None = None,
+        on_low_credits: Callable[[CreditBalance], Any] | Any | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        owner = f"CheckCreditsOperator {self.task_id!r}"
         if on_insufficient not in ON_INSUFFICIENT_CHOICES:
-            raise ValueError(
-                f"CheckCreditsOperator {self.task_id!r}: on_insufficient must be 'fail' or 'skip', "
-                f"got {on_insufficient!r}"
-            )
+            raise ValueError(f"{owner}: on_insufficient must be 'fail' or 'skip', got {on_insufficient!r}")
+        parse_optional_count(forecast_days, field="forecast_days", minimum=1, task_id=self.task_id, at_parse=True)
+        parse_optional_count(warn_below, field="warn_below", minimum=0, task_id=self.task_id, at_parse=True)
+        check_low_credits_hook(on_low_credits, warn_below, owner)
         self.estimated_cost = estimated_cost
         self.on_insufficient = on_insufficient
         self.localleads_conn_id = localleads_conn_id
+        self.forecast_days = forecast_days
+        self.warn_below = warn_below
+        self.on_low_credits = on_low_credits
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_localleads._compat import skip_downstream
-        from airflow_provider_localleads._credit_check import insufficient_credits_message, shortfall_message
+        from airflow_provider_localleads._credit_check import (
+            enough_message,
+            insufficient_credits_message,
+            shortfall_message,
+        )
         from airflow_provider_localleads._metrics import emit_credit_gauges
-        from airflow_provider_localleads.estimates import resolve_cost
+        from airflow_provider_localleads._planning import notify_low_credits, read_forecast, resolve_task_cost
         from airflow_provider_localleads.exceptions import InsufficientCreditsError
         from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
 
+        # Rendered arguments are checked before any request.
+        days = parse_optional_count(self.forecast_days, field="forecast_days", minimum=1, task_id=self.task_id)
+        warn_below = parse_optional_count(self.warn_below, field="warn_below", minimum=0, task_id=self.task_id)
         with LocalLeadsHook(self.localleads_conn_id) as hook:
-            cost, estimate = resolve_cost(self.estimated_cost, hook, self.task_id)  # a bad number: no request
-            if estimate is not None:
-                self.log.info("Estimated cost: %s", estimate.describe())
-                context["ti"].xcom_push(key="estimate", value=estimate.to_dict())
+            cost = resolve_task_cost(self, hook, context)
             balance = hook.get_balance()
+            forecast = read_forecast(self, hook, context, days, balance)
         emit_credit_gauges(self.localleads_conn_id, balance.available_credits, cost)
+        if warn_below is not None:
+            notify_low_credits(self, context, balance, cost, warn_below, self.on_low_credits)
         result = balance.to_dict()
 
         if balance.can_afford(cost):
-            self.log.info("Enough LocalLeads credits: needs %d, %s", cost, balance.summary())
+            self.log.info("%s", enough_message(cost, balance, forecast))
             return result
 
-        shortfall = shortfall_message(cost, balance)
+        shortfall = shortfall_message(cost, balance, forecast)
         if self.on_insufficient == "fail":
-            raise InsufficientCreditsError(insufficient_credits_message(cost, balance))
+            raise InsufficientCreditsError(insufficient_credits_message(cost, balance, forecast))
 
         to_skip = [t for t in context["task"].get_flat_relatives(upstream=False) if not t.is_teardown]
         self.log.warning("%s. Skipping %d downstream task(s).", shortfall, len(to_skip))

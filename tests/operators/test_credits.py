@@ -182,7 +182,7 @@ def test_conn_id_and_cost_are_rendered_before_the_request(localleads_sandbox, mo
     op = CheckCreditsOperator(
         task_id="check", estimated_cost="{{ params.cost }}", localleads_conn_id="{{ params.conn }}"
     )
-    assert set(op.template_fields) == {"estimated_cost", "localleads_conn_id"}
+    assert set(op.template_fields) == {"estimated_cost", "localleads_conn_id", "forecast_days", "warn_below"}
     context = {**context_for(op), "params": {"conn": "localleads_from_params", "cost": 60}}
 
     op.render_template_fields(context)
@@ -239,3 +239,193 @@ def test_cost_from_history_that_is_more_than_available_fails_with_the_shared_mes
         op.execute(context_for(op))
     assert str(info.value).startswith("Not enough LocalLeads credits: needs 96 credits, 82 available")
     assert isinstance(info.value, AirflowFailException)
+
+
+# ------------------------------------------------------------------------------------------ forecast
+
+
+@pytest.mark.parametrize("field", ["forecast_days", "warn_below"])
+@pytest.mark.parametrize("value", [-1, 1.5, True, "x", "-3", "", [3]], ids=repr)
+def test_bad_forecast_days_or_warn_below_is_refused_when_the_dag_is_parsed(field, value):
+    with pytest.raises(ValueError, match=f"{field} must be None") as info:
+        CheckCreditsOperator(task_id="check_args", estimated_cost=1, **{field: value})
+    assert repr(value) in str(info.value)
+    assert "'check_args'" in str(info.value)
+
+
+def test_forecast_days_zero_is_refused_but_warn_below_zero_is_allowed():
+    with pytest.raises(ValueError, match=r"forecast_days must be None .* positive whole number"):
+        CheckCreditsOperator(task_id="check", estimated_cost=1, forecast_days=0)
+    assert CheckCreditsOperator(task_id="check", estimated_cost=1, warn_below=0).warn_below == 0
+
+
+@pytest.mark.parametrize("field", ["forecast_days", "warn_below"])
+def test_templated_arguments_are_checked_once_rendered_before_any_request(
+    localleads_sandbox, localleads_sandbox_connection, field
+):
+    op = CheckCreditsOperator(task_id="check", estimated_cost=1, **{field: "{{ params.n }}"})
+    context = {**context_for(op), "params": {"n": "many"}}
+    op.render_template_fields(context)
+    with pytest.raises(LocalLeadsInvalidArgumentError, match=f"{field} must be None.*'many'"):
+        op.execute(context)
+    assert localleads_sandbox.request_count() == 0
+
+
+def test_forecast_days_adds_the_rate_to_the_success_line_and_xcom(
+    localleads_sandbox, localleads_sandbox_connection, caplog, capsys
+):
+    from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
+
+    op = CheckCreditsOperator(task_id="check", estimated_cost=10, forecast_days="30")
+    context = context_for(op)
+
+    with caplog.at_level("INFO"):
+        result = op.execute(context)
+
+    assert result == expected_balance(localleads_sandbox)
+    [(what, key, forecast)] = context["ti"].calls
+    assert (what, key) == ("xcom_push", "forecast")
+    with LocalLeadsHook() as hook:
+        usage = hook.get_usage(30).to_dict()
+    for same in ("spent", "per_day", "deductions", "days", "available_credits", "next_reset_at"):
+        assert forecast[same] == usage[same]
+    assert localleads_sandbox.request_count(BALANCE_PATH) == 2  # the check's, then get_usage's above
+    out = capsys.readouterr().out + caplog.text
+    assert "Enough LocalLeads credits: needs 10, 82 available" in out
+    assert "; at the last 30 days' rate (" in out
+
+
+def test_forecast_days_is_in_the_insufficient_message(localleads_sandbox, localleads_sandbox_connection):
+    op = CheckCreditsOperator(task_id="check", estimated_cost=83, forecast_days=30)
+    with pytest.raises(InsufficientCreditsError) as info:
+        op.execute(context_for(op))
+    message = str(info.value)
+    assert message.startswith("Not enough LocalLeads credits: needs 83 credits, 82 available")
+    assert "; at the last 30 days' rate (" in message
+    assert message.endswith("to skip/wait instead of failing")
+
+
+def test_without_forecast_days_the_history_is_not_read(localleads_sandbox, localleads_sandbox_connection):
+    op = CheckCreditsOperator(task_id="check", estimated_cost=10)
+    op.execute(context_for(op))
+    assert localleads_sandbox.request_count() == localleads_sandbox.request_count(BALANCE_PATH) == 1
+
+
+# ---------------------------------------------------------------------------------------- warn_below
+
+
+class RecordingNotifier:
+    """Built lazily on the notifier base class of the running Airflow (3.x: the Task SDK's; 2.11: classic)."""
+
+    @staticmethod
+    def make(message: str = "{{ localleads_balance.available_credits }} left") -> Any:
+        from airflow.providers.common.compat.notifier import BaseNotifier
+
+        class Notifier(BaseNotifier):  # type: ignore[misc, valid-type]
+            template_fields = ("message",)
+            sent: list[str] = []
+
+            def __init__(self, message: str) -> None:
+                super().__init__()
+                self.message = message
+
+            def notify(self, context: Any) -> None:
+                type(self).sent.append(self.message)
+
+        return Notifier(message)
+
+
+@pytest.mark.parametrize(("cost", "low"), [(62, False), (63, True), (0, False), (82, True)])
+def test_warn_below_calls_a_callable_once_with_the_balance(
+    localleads_sandbox, localleads_sandbox_connection, caplog, capsys, cost, low
+):
+    seen: list[CreditBalance] = []
+    op = CheckCreditsOperator(task_id="check", estimated_cost=cost, warn_below=20, on_low_credits=seen.append)
+
+    with caplog.at_level("INFO"):
+        assert op.execute(context_for(op)) == expected_balance(localleads_sandbox)  # still succeeds
+
+    out = capsys.readouterr().out + caplog.text
+    if low:
+        assert [b.available_credits for b in seen] == [82]
+        assert f"Low LocalLeads credits: {82 - cost} left after this run's {cost} (warn_below=20)" in out
+    else:
+        assert seen == []
+        assert "Low LocalLeads credits" not in out
+    assert localleads_sandbox.request_count() == 1
+
+
+def test_warn_below_renders_a_notifier_with_the_balance_in_its_context(
+    localleads_sandbox, localleads_sandbox_connection
+):
+    notifier = RecordingNotifier.make(
+        "{{ localleads_balance.available_credits }} left, {{ localleads_low_credits.remaining }} after"
+    )
+    notifier.sent.clear()
+    with DAG("op_unit_notifier", schedule=None, start_date=START, catchup=False):
+        op = CheckCreditsOperator(task_id="check", estimated_cost=70, warn_below=20, on_low_credits=notifier)
+    context = {**context_for(op), "dag": op.dag}
+
+    op.execute(context)
+    op.execute(context)
+
+    assert notifier.sent == ["82 left, 12 after"] * 2  # once per run, each rendered from the template
+    assert (
+        notifier.message
+        == "{{ localleads_balance.available_credits }} left, {{ localleads_low_credits.remaining }} after"
+    )
+
+
+def test_a_failing_callback_is_logged_and_the_task_succeeds(
+    localleads_sandbox, localleads_sandbox_connection, caplog, capsys
+):
+    def broken(balance: CreditBalance) -> None:
+        raise RuntimeError("alert channel down")
+
+    op = CheckCreditsOperator(task_id="check", estimated_cost=70, warn_below=20, on_low_credits=broken)
+    with caplog.at_level("INFO"):
+        assert op.execute(context_for(op)) == expected_balance(localleads_sandbox)
+    out = capsys.readouterr().out + caplog.text
+    assert "on_low_credits failed; the task goes on" in out
+    assert "alert channel down" in out
+
+
+def test_not_enough_also_warns_then_fails(localleads_sandbox, localleads_sandbox_connection):
+    seen: list[CreditBalance] = []
+    op = CheckCreditsOperator(task_id="check", estimated_cost=83, warn_below=0, on_low_credits=seen.append)
+    with pytest.raises(InsufficientCreditsError):
+        op.execute(context_for(op))
+    assert [b.available_credits for b in seen] == [82]
+
+
+def test_warn_below_sends_the_low_credits_metric(localleads_sandbox, localleads_sandbox_connection, monkeypatch):
+    from airflow.providers.common.compat.sdk import Stats
+
+    counted: list[str] = []
+    monkeypatch.setattr(Stats, "incr", lambda name, *args, **kwargs: counted.append(name), raising=False)
+    op = CheckCreditsOperator(task_id="check", estimated_cost=70, warn_below=20)
+    op.execute(context_for(op))
+    assert counted == ["localleads.low_credits.localleads_default"]
+
+
+def test_a_failing_metrics_backend_never_fails_the_task(localleads_sandbox, localleads_sandbox_connection, monkeypatch):
+    from airflow.providers.common.compat.sdk import Stats
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise OSError("statsd down")
+
+    monkeypatch.setattr(Stats, "incr", broken, raising=False)
+    op = CheckCreditsOperator(task_id="check", estimated_cost=70, warn_below=20)
+    assert op.execute(context_for(op)) == expected_balance(localleads_sandbox)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"on_low_credits": print}, "on_low_credits is only called below warn_below"),
+        ({"on_low_credits": "slack", "warn_below": 5}, "on_low_credits must be an Airflow notifier"),
+    ],
+)
+def test_bad_on_low_credits_is_refused_when_the_dag_is_parsed(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        CheckCreditsOperator(task_id="check", estimated_cost=1, **kwargs)
