@@ -38,8 +38,8 @@ class CreditsSensor(BaseSensorOperator):
     A :class:`~airflow_provider_localleads.estimates.CostFromHistory` cost is resolved once per run
     of the task on a worker, before the first balance read, logged ("Estimated cost: ...") and pushed as XCom
     ``estimate``, as the operator does: in poke mode once per try; in deferrable mode before deferring
-    (the trigger waits for that number, and the estimate is handed to ``execute_complete`` in the
-    defer kwargs, which logs and pushes it again with the result); in reschedule mode every poke is
+    (the trigger waits for that number; ``execute_complete`` logs the estimate again with the result,
+    from the XCom, which a deferral keeps); in reschedule mode every poke is
     a new run of the task, so each one resolves it again (one more history read per poke; the
     estimate follows the history while waiting). A transient error while resolving it keeps a poke
     or reschedule sensor waiting; in deferrable mode it fails the try (retries apply), since there is
@@ -135,7 +135,6 @@ class CreditsSensor(BaseSensorOperator):
         cost, first = self._first_check(context)
         if first.is_done:
             return first.xcom_value
-        estimate = None if self._resolved is None else self._resolved[1]
         from airflow_provider_localleads.triggers.credits import CreditsTrigger
 
         timeout = self._timeout_seconds()
@@ -150,8 +149,6 @@ class CreditsSensor(BaseSensorOperator):
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=timeout),
-            # Stored with the task instance (next_kwargs): the estimate and its basis, never a secret.
-            kwargs={"estimate": estimate} if estimate is not None else None,
         )
         return None  # unreachable: defer() raises
 
@@ -192,23 +189,16 @@ class CreditsSensor(BaseSensorOperator):
                 raise AirflowSkipException("Skipping due to never_fail is set to True.") from err
             raise
 
-    def execute_complete(
-        self, context: Context, event: dict[str, Any] | None = None, estimate: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
-        """Resume after the trigger fired. Anything but a well-formed success fails (never a silent pass).
-
-        :param estimate: the CostFromHistory estimate the wait was for (from the defer kwargs), logged
-            and pushed as XCom ``estimate`` with the result.
-        """
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume after the trigger fired. Anything but a well-formed success fails (never a silent pass)."""
         from airflow.providers.common.compat.sdk import AirflowSensorTimeout, AirflowSkipException
 
         from airflow_provider_localleads import exceptions
+        from airflow_provider_localleads.estimates import CostFromHistory
 
         status = event.get("status") if isinstance(event, dict) else None
-        if isinstance(estimate, dict) and "description" in estimate:
-            from airflow_provider_localleads._planning import report_estimate
-
-            report_estimate(self, context, estimate)
+        if isinstance(self.estimated_cost, CostFromHistory):
+            self._repeat_estimate(context)
         if status == "success" and isinstance(event, dict) and isinstance(event.get("balance"), dict):
             self._complete_forecast(context)
             self.log.info(
@@ -228,6 +218,16 @@ class CreditsSensor(BaseSensorOperator):
         raise exceptions.LocalLeadsError(
             f"CreditsSensor {self.task_id!r} resumed with an unexpected trigger event {event!r}; failing closed"
         )
+
+    def _repeat_estimate(self, context: Context) -> None:
+        """Log the estimate the wait was for, as pushed before deferring (a deferral keeps the task's
+        XComs on every line; the defer kwargs would not do: ``dag.test()`` drops them on resume)."""
+        ti = context["ti"]
+        estimate = ti.xcom_pull(task_ids=self.task_id, key="estimate", map_indexes=ti.map_index)
+        if isinstance(estimate, dict) and "description" in estimate:
+            self.log.info("Estimated cost: %s", estimate["description"])
+        else:
+            self.log.warning("The estimate this sensor waited for is not in XCom 'estimate' any more")
 
     def _complete_forecast(self, context: Context) -> None:
         """After a deferred wait: the forecast, read on the worker (``get_usage``), logged on its own line."""

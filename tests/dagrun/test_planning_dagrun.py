@@ -1,8 +1,8 @@
-"""Credit planning in real DAG runs (``dag.test()``): a templated CostFromHistory, require_credits in a task.
+"""Credit planning in real DAG runs (``dag.test()``): a templated CostFromHistory, require_credits in a task,
+CreditsSensor with a CostFromHistory in every mode, forecast_days, warn_below with a notifier and a callable.
 
-The operator and the sensor take CostFromHistory in a later change; until then ``EstimateCost`` below
-is the smallest operator that does what they will do (a templated ``estimated_cost`` resolved with
-``resolve_cost``), so what is proven here is Airflow's own rendering and XCom, not a stand-in for them.
+``EstimateCost`` below is the smallest operator that resolves a templated ``estimated_cost`` with
+``resolve_cost``, so what its tests prove is Airflow's own rendering and XCom of the object.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperat
 from airflow_provider_localleads.estimates import CostFromHistory, resolve_cost
 from airflow_provider_localleads.exceptions import InsufficientCreditsError, NoCostHistoryError
 from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
+from airflow_provider_localleads.operators.credits import CheckCreditsOperator
 from airflow_provider_localleads.sandbox import BALANCE_PATH, TRANSACTIONS_PATH
+from airflow_provider_localleads.sensors.credits import CreditsSensor
 
 pytestmark = [pytest.mark.dagrun, pytest.mark.timeout(180)]
 
@@ -160,3 +162,170 @@ def test_require_credits_in_the_paid_task_itself(run_dag, make_dag, sandbox_conn
     assert isinstance(error, InsufficientCreditsError)
     assert str(error).startswith("Not enough LocalLeads credits: needs 83 credits, 82 available (monthly 100")
     assert sandbox.request_count(BALANCE_PATH) == 3  # one per checking task; after_skip never ran
+
+
+# ------------------------------------------------------------------------ the sensor, with an estimate
+
+#: Sensor keyword arguments per waiting mode (``deferrable`` explicit: its default comes from config).
+MODES = {
+    "poke": {"mode": "poke", "deferrable": False},
+    "reschedule": {"mode": "reschedule", "deferrable": False},
+    "deferrable": {"deferrable": True},
+}
+
+
+def roofer_runs(sandbox: Any) -> None:
+    """Two recent 'Lead search: Roofers*' runs: max 40, +20% = 48 credits."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    for minutes, amount in ((20, -30), (10, -40)):
+        sandbox.add_transaction(
+            "DEDUCTION", amount, "Lead search: Roofers in Reno, NV", now - timedelta(minutes=minutes)
+        )
+
+
+@pytest.fixture
+def resumed(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """What CreditsSensor.execute_complete was called with (proof that a wait went through the trigger)."""
+    calls: list[dict[str, Any]] = []
+    original = CreditsSensor.execute_complete
+
+    def spy(self: Any, context: Any, event: Any = None, **kwargs: Any) -> Any:
+        calls.append({"event": event, **kwargs})
+        return original(self, context, event, **kwargs)
+
+    monkeypatch.setattr(CreditsSensor, "execute_complete", spy)
+    return calls
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_sensor_waits_for_a_cost_from_history(run_dag, make_dag, sandbox_conn, when_polled, task_log, resumed, mode):
+    sandbox = sandbox_conn.sandbox
+    roofer_runs(sandbox)
+    sandbox.set_balance(monthly=100, bonus=0, used=60)  # 40 available, 48 needed
+    with make_dag() as dag:
+        CreditsSensor(
+            task_id="wait",
+            estimated_cost=CostFromHistory("Lead search: Roofers*"),
+            poke_interval=0.5,
+            timeout=60,
+            **MODES[mode],
+        )
+
+    with when_polled(sandbox, 1.5, lambda: sandbox.top_up(10)):
+        result = run_dag(dag)
+
+    assert dict(result) == {"wait": "success"}
+    assert result.xcom("wait")["available_credits"] == 50
+    estimate = result.xcom("wait", key="estimate")
+    assert (estimate["cost"], estimate["runs_used"]) == (48, 2)
+    line = estimate["description"]
+    assert line.endswith("matching 'Lead search: Roofers*' is 40 credits, +20% = 48")
+    out = task_log()
+    assert f"Estimated cost: {line}" in out
+    assert "Waiting for LocalLeads credits: needs 48, 40 available" in out
+    transactions = sandbox.request_count(TRANSACTIONS_PATH)
+    if mode == "poke":
+        assert transactions == 1  # once for the try, however many pokes
+        assert out.count(f"Estimated cost: {line}") == out.count("Enough LocalLeads credits: needs 48")
+    if mode == "reschedule":  # every poke is a new run of the task: the estimate is resolved again
+        assert result.reschedule_count("wait") >= 1
+        assert transactions == result.reschedule_count("wait") + 1
+    if mode == "deferrable":  # resolved once on the worker; the trigger waited for 48; logged again on resume
+        assert transactions == 1
+        [call] = resumed
+        assert call["event"]["status"] == "success"
+        assert call["event"]["estimated_cost"] == 48
+        assert out.count(f"Estimated cost: {line}") >= 2  # before deferring and on resume (2.11 logs each twice here)
+    else:
+        assert resumed == []
+
+
+def test_sensor_forecast_after_a_deferred_wait(run_dag, make_dag, sandbox_conn, when_polled, task_log):
+    sandbox = sandbox_conn.sandbox
+    sandbox.set_balance(monthly=100, bonus=0, used=95)  # 5 available
+    with make_dag() as dag:
+        CreditsSensor(
+            task_id="wait", estimated_cost=50, forecast_days=30, poke_interval=0.5, timeout=60, deferrable=True
+        )
+
+    with when_polled(sandbox, 1.0, lambda: sandbox.top_up(100)):
+        result = run_dag(dag)
+
+    assert dict(result) == {"wait": "success"}
+    forecast = result.xcom("wait", key="forecast")
+    assert (forecast["days"], forecast["available_credits"]) == (30, 105)
+    assert "LocalLeads credits forecast: " in task_log()
+
+
+# --------------------------------------------------------------------------- forecast_days, warn_below
+
+NOTIFIED: list[str] = []
+
+
+def low_credits_notifier() -> Any:
+    """A notifier on the running Airflow's BaseNotifier, as the Slack and SMTP providers' are."""
+    from airflow.providers.common.compat.notifier import BaseNotifier
+
+    class LowCreditsNotifier(BaseNotifier):  # type: ignore[misc, valid-type]
+        template_fields = ("message",)
+
+        def __init__(self, message: str) -> None:
+            super().__init__()
+            self.message = message
+
+        def notify(self, context: Any) -> None:
+            NOTIFIED.append(self.message)
+
+    return LowCreditsNotifier(
+        "{{ ti.task_id }}: {{ localleads_balance.available_credits }} LocalLeads credits, "
+        "{{ localleads_low_credits.remaining }} after this run (warn below {{ localleads_low_credits.warn_below }})"
+    )
+
+
+def test_operator_forecast_warn_below_with_a_notifier_and_a_callable(run_dag, make_dag, sandbox_conn, task_log):
+    NOTIFIED.clear()
+    sandbox = sandbox_conn.sandbox
+    balances: list[int] = []
+    with make_dag() as dag:
+        CheckCreditsOperator(
+            task_id="check_notifier",
+            estimated_cost=70,
+            forecast_days=30,
+            warn_below=20,
+            on_low_credits=low_credits_notifier(),
+        )
+        CheckCreditsOperator(
+            task_id="check_callable",
+            estimated_cost=70,
+            warn_below="{{ params.floor }}",
+            on_low_credits=lambda balance: balances.append(balance.available_credits),
+            params={"floor": 15},
+        )
+        CheckCreditsOperator(task_id="check_plenty", estimated_cost=10, warn_below=20, on_low_credits=balances.append)
+
+    result = run_dag(dag)
+
+    assert dict(result) == {"check_notifier": "success", "check_callable": "success", "check_plenty": "success"}
+    assert NOTIFIED == ["check_notifier: 82 LocalLeads credits, 12 after this run (warn below 20)"]
+    assert balances == [82]
+    forecast = result.xcom("check_notifier", key="forecast")
+    assert (forecast["days"], forecast["available_credits"]) == (30, 82)
+    out = task_log()
+    assert "Low LocalLeads credits: 12 left after this run's 70 (warn_below=20)" in out
+    assert "Low LocalLeads credits: 12 left after this run's 70 (warn_below=15)" in out
+    assert "Enough LocalLeads credits: needs 70, 82 available" in out
+    assert "; at the last 30 days' rate (" in out
+    assert sandbox.request_count(BALANCE_PATH) == 3
+
+
+def test_operator_forecast_in_the_insufficient_message(run_dag, make_dag, sandbox_conn, failures):
+    with make_dag() as dag:
+        CheckCreditsOperator(task_id="check", estimated_cost=83, forecast_days=7, retries=1, **failures.callbacks())
+
+    result = run_dag(dag)
+
+    assert dict(result) == {"check": "failed"}
+    assert failures.retries == {}
+    message = str(failures.error("check"))
+    assert message.startswith("Not enough LocalLeads credits: needs 83 credits, 82 available")
+    assert "; at the last 7 days' rate (" in message

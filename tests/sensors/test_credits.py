@@ -320,13 +320,20 @@ def test_execute_complete_garbage_fails_closed_even_with_soft_fail(event):
 
 
 class FakeTI:
-    """Records ``xcom_push`` calls (the only task-instance method the sensor calls itself)."""
+    """Records ``xcom_push`` and answers ``xcom_pull`` from what was pushed (all the sensor does with its TI)."""
+
+    map_index = -1
 
     def __init__(self) -> None:
         self.pushed: list[tuple[str, Any]] = []
+        self.pulled: list[dict[str, Any]] = []
 
     def xcom_push(self, key: str, value: Any) -> None:
         self.pushed.append((key, value))
+
+    def xcom_pull(self, **kwargs: Any) -> Any:
+        self.pulled.append(kwargs)
+        return next((v for k, v in reversed(self.pushed) if k == kwargs["key"]), None)
 
 
 def history_sensor(sandbox: SandboxServer, **kwargs: Any) -> CreditsSensor:
@@ -394,7 +401,7 @@ def test_execute_resolves_afresh_each_time(sandbox):
     assert sandbox.request_count(TRANSACTIONS_PATH) == 2
 
 
-def test_deferrable_resolves_before_deferring_and_hands_the_estimate_on(sandbox):
+def test_deferrable_resolves_before_deferring_and_execute_complete_logs_it_again(sandbox, capfd):
     wait = history_sensor(sandbox, deferrable=True)
     sandbox.set_balance(monthly=100, bonus=0, used=60)  # 40 available
     ti = FakeTI()
@@ -405,12 +412,34 @@ def test_deferrable_resolves_before_deferring_and_hands_the_estimate_on(sandbox)
     deferred = info.value
     assert deferred.trigger.serialize()[1]["estimated_cost"] == 48  # the resolved number, not the object
     [(key, estimate)] = ti.pushed
-    assert key == "estimate"
-    assert deferred.kwargs == {"estimate": estimate}
-    assert json.loads(json.dumps(deferred.kwargs)) == deferred.kwargs  # stored in the database as JSON
-    assert sandbox.api_key not in json.dumps(deferred.kwargs)
+    assert (key, estimate["cost"]) == ("estimate", 48)
+    assert not deferred.kwargs
     assert sandbox.request_count(TRANSACTIONS_PATH) == 1
     assert sandbox.request_count(BALANCE_PATH) == 1
+
+    event = {"status": "success", "balance": {"available_credits": 50}, "estimated_cost": 48}
+    with captured_task_logs(capfd) as log:
+        assert wait.execute_complete({"ti": ti}, event) == {"available_credits": 50}
+    assert ti.pulled == [{"task_ids": "wait", "key": "estimate", "map_indexes": -1}]
+    assert f"Estimated cost: {estimate['description']}" in log()
+    assert "Enough LocalLeads credits: needs 48" in log()
+    assert sandbox.request_count() == 2  # nothing resolved again
+
+
+def test_execute_complete_says_so_when_the_estimate_is_gone(capfd):
+    from airflow_provider_localleads.estimates import CostFromHistory
+
+    event = {"status": "success", "balance": {"available_credits": 50}, "estimated_cost": 48}
+    with captured_task_logs(capfd) as log:
+        sensor(estimated_cost=CostFromHistory("x*")).execute_complete({"ti": FakeTI()}, event)
+    assert "not in XCom 'estimate' any more" in log()
+
+
+def test_execute_complete_with_a_plain_cost_reads_no_xcom():
+    ti = FakeTI()
+    event = {"status": "success", "balance": {"available_credits": 50}, "estimated_cost": 48}
+    sensor().execute_complete({"ti": ti}, event)
+    assert ti.pulled == []
 
 
 def test_deferrable_plain_cost_defers_without_kwargs(sandbox):
@@ -435,17 +464,6 @@ def test_deferrable_no_history_with_soft_fail_skips(sandbox):
     with pytest.raises(AirflowSkipException) as info:
         wait.execute({"ti": FakeTI()})
     assert isinstance(info.value.__cause__, exceptions.NoCostHistoryError)
-
-
-def test_execute_complete_logs_and_pushes_the_estimate_it_was_handed(capfd):
-    estimate = {"cost": 48, "description": "max of 2 runs since 2026-11-30 matching 'x*' is 40 credits, +20% = 48"}
-    ti = FakeTI()
-    event = {"status": "success", "balance": {"available_credits": 50}, "estimated_cost": 48}
-    with captured_task_logs(capfd) as log:
-        assert sensor().execute_complete({"ti": ti}, event, estimate=estimate) == {"available_credits": 50}
-    assert ti.pushed == [("estimate", estimate)]
-    assert "Estimated cost: max of 2 runs since 2026-11-30" in log()
-    assert "Enough LocalLeads credits: needs 48" in log()
 
 
 # ------------------------------------------------------------------------------------------ forecast
