@@ -255,6 +255,22 @@ def make_dag(request: pytest.FixtureRequest) -> Callable[..., Any]:
     return make
 
 
+@pytest.fixture
+def resumed(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Events CreditsSensor.execute_complete was called with: proof that a wait went through the trigger."""
+    from airflow_provider_localleads.sensors.credits import CreditsSensor
+
+    events: list[Any] = []
+    original = CreditsSensor.execute_complete
+
+    def spy(self: Any, context: Any, event: Any = None) -> Any:
+        events.append(event)
+        return original(self, context, event)
+
+    monkeypatch.setattr(CreditsSensor, "execute_complete", spy)
+    return events
+
+
 # --------------------------------------------------------------------------------------------------
 # Why tasks failed
 # --------------------------------------------------------------------------------------------------

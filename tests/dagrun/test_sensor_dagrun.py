@@ -35,20 +35,6 @@ MODES = {
 }
 
 
-@pytest.fixture
-def resumed(monkeypatch) -> list[Any]:
-    """Events CreditsSensor.execute_complete was called with: proof that a wait went through the trigger."""
-    events: list[Any] = []
-    original = CreditsSensor.execute_complete
-
-    def spy(self, context, event=None):
-        events.append(event)
-        return original(self, context, event)
-
-    monkeypatch.setattr(CreditsSensor, "execute_complete", spy)
-    return events
-
-
 class Noop(BaseOperator):
     def execute(self, context: Any) -> None:
         return None
