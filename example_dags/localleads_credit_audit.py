@@ -5,8 +5,10 @@
 ``summarise_transactions`` streams the whole credit history through
 ``LocalLeadsHook.iter_transactions()`` (newest first, one page of at most 100 in memory at a time,
 each transaction exactly once even if new ones arrive while it pages) and reduces it to a small,
-JSON-safe summary: count and total per transaction type, credits spent in the last 30 days, and
-the five biggest deductions. ``log_report`` prints that summary as a table.
+JSON-safe summary: count and total per transaction type and the five biggest deductions. The last
+30 days' spending comes from ``LocalLeadsHook.get_usage(days=30)``: credits spent, the rate per day,
+and the date the available credits run out at that rate (None: they last until the next reset).
+``log_report`` prints that summary as a table.
 
 Only the summary goes to XCom, never the raw history: XCom lives in Airflow's metadata database
 and is meant for small values. Schedule it (e.g. ``schedule="@weekly"``) to keep an eye on spend.
@@ -19,7 +21,7 @@ from __future__ import annotations
 import heapq
 import logging
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pendulum
@@ -48,9 +50,7 @@ with DAG(
         from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
 
         now = datetime.now(UTC)
-        recent_since = now - timedelta(days=RECENT_DAYS)
         per_type: dict[str, dict[str, int]] = defaultdict(lambda: {"count": 0, "total": 0})
-        spent_recent = 0
         # A bounded heap: the TOP_N largest deductions seen so far, whatever the history's length.
         biggest: list[tuple[int, str, dict[str, Any]]] = []
         count = 0
@@ -58,6 +58,8 @@ with DAG(
         newest: datetime | None = None
 
         with LocalLeadsHook() as hook:
+            # One balance read and the history back to RECENT_DAYS ago (only those pages).
+            usage = hook.get_usage(days=RECENT_DAYS, now=now)
             for txn in hook.iter_transactions(page_size=100):  # 100 = the API's largest page
                 count += 1
                 newest = newest or txn.created_at  # newest first, so the first one is the newest
@@ -65,10 +67,8 @@ with DAG(
                 bucket = per_type[txn.type]
                 bucket["count"] += 1
                 bucket["total"] += txn.amount
-                # Deductions have negative amounts; "spent" is reported as a positive number.
+                # Deductions have negative amounts; they are reported as positive numbers.
                 if txn.amount < 0:
-                    if txn.created_at >= recent_since:
-                        spent_recent += -txn.amount
                     entry = (-txn.amount, txn.id, txn.to_dict())
                     if len(biggest) < TOP_N:
                         heapq.heappush(biggest, entry)
@@ -83,7 +83,9 @@ with DAG(
             "oldest": oldest.isoformat(timespec="seconds") if oldest else None,
             "per_type": {name: dict(values) for name, values in sorted(per_type.items())},
             "recent_days": RECENT_DAYS,
-            "spent_recent": spent_recent,
+            "spent_recent": usage.spent,
+            "usage": usage.to_dict(),  # spent, per_day, deductions, since, next_reset_at, runs_out_at, ...
+            "usage_summary": usage.summary(),
             "biggest_deductions": [item for _, _, item in sorted(biggest, key=lambda e: e[:2], reverse=True)],
         }
 
@@ -101,7 +103,9 @@ with DAG(
             lines.append(f"{name:<16} {values['count']:>7} {values['total']:>+9}")
         lines += [
             "",
-            f"Credits spent in the last {summary['recent_days']} days: {summary['spent_recent']}",
+            f"Credits spent in the last {summary['recent_days']} days: {summary['spent_recent']} "
+            f"in {summary['usage']['deductions']} deductions",
+            f"Forecast: {summary['usage_summary']}",
             "",
             f"Biggest {len(summary['biggest_deductions'])} deductions:",
         ]

@@ -314,3 +314,26 @@ def test_operator_forecast_in_the_insufficient_message(run_dag, make_dag, sandbo
     message = str(failures.error("check"))
     assert message.startswith("Not enough LocalLeads credits: needs 83 credits, 82 available")
     assert "; at the last 7 days' rate (" in message
+
+
+def test_the_audit_example_reports_usage_from_get_usage(run_dag, sandbox_conn, task_log):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "example_dags" / "localleads_credit_audit.py"
+    spec = importlib.util.spec_from_file_location("localleads_credit_audit_under_test", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    result = run_dag(module.dag)
+
+    assert dict(result) == {"summarise_transactions": "success", "log_report": "success"}
+    summary = result.xcom("summarise_transactions")
+    with LocalLeadsHook() as hook:
+        usage = hook.get_usage(30).to_dict()
+    for same in ("spent", "per_day", "deductions", "available_credits", "next_reset_at", "days"):
+        assert summary["usage"][same] == usage[same]
+    assert summary["spent_recent"] == usage["spent"]
+    assert f"Forecast: {summary['usage_summary']}" in task_log()
