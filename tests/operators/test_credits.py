@@ -429,3 +429,19 @@ def test_a_failing_metrics_backend_never_fails_the_task(localleads_sandbox, loca
 def test_bad_on_low_credits_is_refused_when_the_dag_is_parsed(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CheckCreditsOperator(task_id="check", estimated_cost=1, **kwargs)
+
+
+def test_a_forecast_that_cannot_be_read_is_a_warning_and_the_check_stands(
+    localleads_sandbox, localleads_sandbox_connection, caplog, capsys
+):
+    from airflow_provider_localleads.sandbox import TRANSACTIONS_PATH
+
+    localleads_sandbox.malformed_next("html", path=TRANSACTIONS_PATH)
+    op = CheckCreditsOperator(task_id="check", estimated_cost=10, forecast_days=30)
+    context = context_for(op)
+    with caplog.at_level("INFO"):
+        assert op.execute(context) == expected_balance(localleads_sandbox)
+    assert context["ti"].calls == []  # no forecast XCom
+    out = capsys.readouterr().out + caplog.text
+    assert "LocalLeads usage forecast unavailable (the credit check stands)" in out
+    assert "Enough LocalLeads credits: needs 10, 82 available" in out
