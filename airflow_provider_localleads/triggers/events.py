@@ -35,14 +35,18 @@ from typing import Any, ClassVar
 import pendulum
 from airflow.triggers.base import TriggerEvent
 
-from airflow_provider_localleads._compat import require_asset_watchers
+from airflow_provider_localleads._compat import AIRFLOW_V_3_0_PLUS, require_asset_watchers
 from airflow_provider_localleads._metrics import count_watcher_error
 from airflow_provider_localleads.exceptions import LocalLeadsError, LocalLeadsInvalidArgumentError
 from airflow_provider_localleads.models import CreditBalance
 from airflow_provider_localleads.triggers._poll import BalancePollTrigger
 from airflow_provider_localleads.triggers._watch_state import WatchState
 
-__all__ = ["DIRECTIONS", "CreditsResetTrigger", "CreditsThresholdTrigger"]
+__all__ = ["ASSET_WATCHERS_AVAILABLE", "DIRECTIONS", "CreditsResetTrigger", "CreditsThresholdTrigger"]
+
+#: Whether this Airflow can run the watchers (3.0+: ``AssetWatcher``). DAG files that should also load
+#: on Airflow 2 define their watched DAGs only when it is true.
+ASSET_WATCHERS_AVAILABLE = AIRFLOW_V_3_0_PLUS
 
 MODULE = "airflow_provider_localleads.triggers.events"
 DIRECTIONS = ("above", "below")
