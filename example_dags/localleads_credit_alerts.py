@@ -53,7 +53,7 @@ if ASSET_WATCHERS_AVAILABLE:
         catchup=False,
         tags=["localleads", "example", "watcher"],
         doc_md=__doc__,
-    ):
+    ) as dag:
 
         @task.branch
         def decide(triggering_asset_events: Any = None) -> list[str]:
