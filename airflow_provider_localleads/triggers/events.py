@@ -151,7 +151,13 @@ class _CreditsWatcher(BalancePollTrigger):
             await state.save(current)
         if payload is None:
             return None
-        self.log.info("%s: %s -> %s: asset event", self._name, self._describe(previous), balance.summary())
+        self.log.info(
+            "%s: %s -> %s: asset event (%s)",
+            self._name,
+            self._describe(previous),
+            self._describe(current),
+            balance.summary(),
+        )
         return TriggerEvent(payload)
 
     def _on_error(self, raw: Any) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pendulum
 import pytest
 from deployment_airflow import Deployment
 from deployment_watchers import WatcherScenario, run_watchers
@@ -24,7 +25,7 @@ def test_the_reset_schedules_the_watching_dag_exactly_once(watcher_scenario: Wat
     [event] = s.events_after_reset
     assert event["from_trigger"] is True
     assert event["payload"]["event"] == "reset"
-    assert event["payload"]["balance"]["last_reset_at"] == s.reset["createdAt"].replace(".000Z", "Z")
+    assert pendulum.parse(event["payload"]["balance"]["last_reset_at"]) == pendulum.parse(s.reset["createdAt"])
     assert set(event["payload"]) == {"event", "balance"}
 
 
