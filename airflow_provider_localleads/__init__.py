@@ -51,7 +51,7 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-provider-localleads",
         "name": "LocalLeads",
-        "description": "Pre-flight credit checks for the LocalLeads API: hook, operator, sensor and trigger.",
+        "description": "Pre-flight credit checks for the LocalLeads API: hook, operator, sensor, triggers, watchers.",
         "versions": [__version__],
         "integrations": [
             {
@@ -90,7 +90,10 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": "LocalLeads",
-                "python-modules": ["airflow_provider_localleads.triggers.credits"],
+                "python-modules": [
+                    "airflow_provider_localleads.triggers.credits",
+                    "airflow_provider_localleads.triggers.events",
+                ],
             }
         ],
     }

@@ -39,3 +39,14 @@ def skip_downstream(operator: Any, context: Any, tasks: list[Any]) -> None:
             tasks=tasks,
             map_index=context["ti"].map_index,
         )
+
+
+def require_asset_watchers(what: str) -> None:
+    """Refuse to build a credit watcher on Airflow 2, which has no ``AssetWatcher`` to run it."""
+    if not AIRFLOW_V_3_0_PLUS:
+        from airflow_provider_localleads.exceptions import LocalLeadsConfigurationError
+
+        raise LocalLeadsConfigurationError(
+            f"{what} needs Airflow 3 (event-driven scheduling with AssetWatcher); this is Airflow "
+            f"{airflow_version()}. On Airflow 2, wait for credits inside a DAG run with CreditsSensor instead"
+        )

@@ -36,3 +36,16 @@ def emit_low_credits(conn_id: str) -> None:
         Stats.incr(f"localleads.low_credits.{_UNSAFE.sub('_', conn_id)}")
     except Exception:
         log.debug("Could not emit the LocalLeads low-credits metric", exc_info=True)
+
+
+def count_watcher_error(conn_id: str) -> None:
+    """Count a credit watcher's failed poll, ``localleads.watcher_errors.<conn>``: it has no task to fail.
+
+    Never raises (see :func:`emit_credit_gauges`).
+    """
+    try:
+        from airflow.providers.common.compat.sdk import Stats
+
+        Stats.incr(f"localleads.watcher_errors.{_UNSAFE.sub('_', conn_id)}")
+    except Exception:
+        log.debug("Could not count a LocalLeads watcher error", exc_info=True)

@@ -240,6 +240,17 @@ def run_dag(airflow_db: None) -> Callable[..., DagRunResult]:
 
 
 @pytest.fixture
+def sync_dag(airflow_db: None) -> Callable[[Any], None]:
+    """Write a DAG built in a test to the metadata database, as the dag-processor would (3.x only)."""
+
+    def sync(dag: Any) -> None:
+        with _private_dags_folder_bundle():
+            _sync_bag_to_db(dag)
+
+    return sync
+
+
+@pytest.fixture
 def make_dag(request: pytest.FixtureRequest) -> Callable[..., Any]:
     """``with make_dag(params=...) as dag:`` a manual-only DAG whose id is unique to the test."""
     from airflow.providers.common.compat.sdk import DAG

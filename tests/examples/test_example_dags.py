@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_localleads._compat import AIRFLOW_V_3_0_PLUS
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_DAGS = ROOT / "example_dags"
 EXAMPLE_FILES = sorted(p.name for p in EXAMPLE_DAGS.glob("*.py"))
@@ -35,6 +37,13 @@ EXPECTED_DAGS: dict[str, set[str]] = {
     "localleads_preflight": {"check_credits", "run_lead_search", "report"},
     "localleads_wait_for_credits": {"wait_for_credits", "start_paid_work"},
     "localleads_credit_audit": {"summarise_transactions", "log_report"},
+}
+
+#: Event-driven examples (AssetWatcher): Airflow 3 only. On 2.11 these files load and define no DAG.
+WATCHER_FILES = {"localleads_monthly_refresh.py", "localleads_credit_alerts.py"}
+WATCHER_DAGS: dict[str, set[str]] = {
+    "localleads_monthly_refresh": {"refresh_leads"},
+    "localleads_credit_alerts": {"decide", "alert_low_credits", "resume_backlog"},
 }
 
 # Installed first in the child interpreter, before Airflow is imported.
@@ -210,7 +219,21 @@ def test_example_dags_folder_layout() -> None:
 def test_example_file_parses_without_errors(parsed: dict[str, Any], filename: str) -> None:
     result = parsed["files"][filename]
     assert result["errors"] == {}, f"{filename} failed to import:\n" + "\n".join(result["errors"].values())
+    if filename in WATCHER_FILES and not AIRFLOW_V_3_0_PLUS:
+        assert result["dags"] == {}, f"{filename} must define no DAG on Airflow 2 (no AssetWatcher)"
+        return
     assert result["dags"], f"{filename} defines no DAG (or fails Airflow's safe-mode heuristic)"
+
+
+@pytest.mark.skipif(not AIRFLOW_V_3_0_PLUS, reason="AssetWatcher exists from Airflow 3.0 on")
+def test_watcher_dags_are_scheduled_on_their_watched_assets(parsed: dict[str, Any]) -> None:
+    dags = _all_dags(parsed)
+    for dag_id, task_ids in WATCHER_DAGS.items():
+        dag = dags[dag_id]
+        assert set(dag["tasks"]) == task_ids, dag_id
+        assert {"localleads", "example", "watcher"} <= set(dag["tags"]), dag_id
+        assert dag["timetable"] == "AssetTriggeredTimetable", dag_id
+        assert dag["catchup"] is False, dag_id
 
 
 def test_no_network_while_parsing(parsed: dict[str, Any]) -> None:

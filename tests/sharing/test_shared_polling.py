@@ -18,7 +18,7 @@ import pytest
 from sharing_support import BALANCE_PATH, CONN_ID, Triggerer, balance_requests, make_trigger, run_alone, settle, until
 
 from airflow_provider_localleads.sandbox import SandboxServer
-from airflow_provider_localleads.triggers import credits
+from airflow_provider_localleads.triggers import _poll, credits
 
 INTERVAL = 0.05
 
@@ -48,11 +48,11 @@ def conn_id(sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch) -> str:
 @pytest.fixture(params=["shared_stream_manager", "run_in_process"])
 def triggerer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Triggerer]:
     if request.param == "shared_stream_manager":
-        if not credits.NATIVE_SHARED_STREAMS:
+        if not _poll.NATIVE_SHARED_STREAMS:
             pytest.skip("SharedStreamManager exists from Airflow 3.3 on")
         yield Triggerer(native=True)
     else:
-        monkeypatch.setattr(credits, "NATIVE_SHARED_STREAMS", False)
+        monkeypatch.setattr(_poll, "NATIVE_SHARED_STREAMS", False)
         yield Triggerer(native=False)
 
 
@@ -369,8 +369,8 @@ def test_the_in_process_fan_out_wakes_one_batch_per_loop_turn() -> None:
     and stall every other trigger of the triggerer. Subscribers that leave during the fan-out are
     skipped, and every one still there gets the item.
     """
-    batch = credits._FAN_OUT_BATCH
-    group = object.__new__(credits._PollGroup)  # no poll task: _offer is driven directly
+    batch = _poll._FAN_OUT_BATCH
+    group = object.__new__(_poll._PollGroup)  # no poll task: _offer is driven directly
     queues: list[asyncio.Queue[Any]] = [asyncio.Queue(maxsize=1) for _ in range(10 * batch)]
     group.queues = set(queues)
     leaving: set[asyncio.Queue[Any]] = set()
