@@ -61,12 +61,14 @@ class WatchState:
         return None
 
     async def save(self, value: dict[str, Any]) -> None:
-        """Keep ``value`` in memory and, when there is a store, in every watched asset's store."""
+        """Keep ``value`` in every watched asset's store, when there is one, and then in memory.
+
+        Memory last: whoever sees the new value (a test waiting for a baseline) sees it stored too.
+        """
+        if self.store is not None:
+            for accessor in _accessors(self.store):
+                try:
+                    await accessor.aset(self.key, value)
+                except Exception as err:  # noqa: BLE001 - see load()
+                    self.log.warning("Could not write %r to the asset state store (%s); kept in memory", self.key, err)
         self.value = value
-        if self.store is None:
-            return
-        for accessor in _accessors(self.store):
-            try:
-                await accessor.aset(self.key, value)
-            except Exception as err:  # noqa: BLE001 - see load()
-                self.log.warning("Could not write %r to the asset state store (%s); kept in memory", self.key, err)

@@ -231,7 +231,13 @@ def test_templated_cost_from_params(
     assert dict(result) == {"check": expected}
     assert canary_sandbox.request_count(BALANCE_PATH) == 1
     rendered = result.rendered_fields("check")
-    assert rendered == {"estimated_cost": str(cost), "localleads_conn_id": "localleads_default"}
+    # forecast_days and warn_below are templated too (None: off).
+    assert rendered == {
+        "estimated_cost": str(cost),
+        "localleads_conn_id": "localleads_default",
+        "forecast_days": None,
+        "warn_below": None,
+    }
     if expected == "success":
         assert result.xcom("check") == expected_balance(canary_sandbox)
         stored = json.dumps(result.xcom("check"))

@@ -60,8 +60,11 @@ def test_conn_id_from_a_template_is_used_by_operator_sensor_and_trigger(
 
         assert dict(result) == {"check": "success", "wait": "success"}
         assert result.xcom("wait")["available_credits"] == 105
-        for task_id, cost in (("check", 1), ("wait", 50)):  # not templates: kept as given
-            assert result.rendered_fields(task_id) == {"estimated_cost": cost, "localleads_conn_id": TEMPLATED_CONN}
+        off = {"forecast_days": None, "warn_below": None}  # the other templated fields, not set
+        for task_id, cost, fields in (("check", 1, off), ("wait", 50, {"forecast_days": None})):
+            # estimated_cost is no template: kept as given
+            rendered = {"estimated_cost": cost, "localleads_conn_id": TEMPLATED_CONN, **fields}
+            assert result.rendered_fields(task_id) == rendered
         assert trigger_conn_ids  # it did defer
         assert set(trigger_conn_ids) == {TEMPLATED_CONN}
         assert chosen.request_count(BALANCE_PATH) >= 4
