@@ -47,6 +47,15 @@ BALANCE_BODY = json.dumps({"success": True, "data": BALANCE_DATA}).encode()
 #: Every thread a RawServer starts is named with this prefix, so a suite can tell if one outlived its test.
 THREAD_PREFIX = "rel-raw"
 
+PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy", "NETRC")
+
+
+def clear_network_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loopback traffic must not go through a developer's proxy or netrc, nor carry their API key."""
+    for name in PROXY_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("LOCALLEADS_API_KEY", raising=False)
+
 
 @dataclass
 class RawRequest:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from loopback_support import ConnSetter, HookFactory
+from loopback_support import ConnSetter, HookFactory, clear_network_env
 
 # Shared fixtures (set_conn, make_hook, raw_server): pytest finds fixtures imported into a conftest.
 from loopback_support import make_hook_fixture as make_hook_fixture
@@ -15,15 +15,10 @@ from loopback_support import set_conn_fixture as set_conn_fixture
 from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
 from airflow_provider_localleads.sandbox import SandboxServer, SandboxState
 
-_PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy", "NETRC")
-
 
 @pytest.fixture(autouse=True)
 def _hermetic_network_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Loopback traffic must not go through a developer's proxy, nor pick up their netrc."""
-    for name in _PROXY_VARS:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("LOCALLEADS_API_KEY", raising=False)
+    clear_network_env(monkeypatch)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from loopback_support import clear_network_env
 from sharing_support import BALANCE_PATH, CONN_ID, Triggerer, balance_requests, make_trigger, run_alone, settle, until
 
 from airflow_provider_localleads.sandbox import SandboxServer
@@ -25,9 +26,7 @@ INTERVAL = 0.05
 
 @pytest.fixture(autouse=True)
 def _hermetic_network_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy", "NETRC"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("LOCALLEADS_API_KEY", raising=False)
+    clear_network_env(monkeypatch)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from loopback_support import clear_network_env
 from watcher_support import INTERVAL, RecordingLog, Watching, scenario
 
 from airflow_provider_localleads._compat import AIRFLOW_V_3_0_PLUS
@@ -35,9 +36,7 @@ SECRET_KEY = "sk-watcher-canary-4711"
 
 @pytest.fixture(autouse=True)
 def _hermetic_network_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy", "NETRC"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("LOCALLEADS_API_KEY", raising=False)
+    clear_network_env(monkeypatch)
 
 
 @pytest.fixture
