@@ -25,6 +25,10 @@ ARTIFACTS = ROOT / ".test-artifacts"
 
 AIRFLOW_VERSION = Version(version("apache-airflow"))
 AIRFLOW_V3 = AIRFLOW_VERSION.major >= 3
+#: 2.11, 3.0 and 3.1 build a provider's connection-form fields from the hook's wtforms widgets
+#: (``get_connection_form_widgets``: wtforms field types, no bounds); 3.2+ from provider info's
+#: ``conn-fields`` (JSON-schema types with bounds).
+FORM_FROM_WIDGETS = Version(AIRFLOW_VERSION.base_version) < Version("3.2")
 PROVIDER_DIST = "airflow-provider-localleads"
 PROVIDER_VERSION = version(PROVIDER_DIST)
 CONN_TYPE = "localleads"
@@ -54,6 +58,9 @@ _DROPPED_ENV = (
     "LOCALLEADS_API_KEY",
     "AIRFLOW__CORE__UNIT_TEST_MODE",
 )
+#: Configuration a line needs for any Airflow it starts, kept although other AIRFLOW__* settings are
+#: not: dev.py sets it for the lines that need one (3.0.6's api-server signs no token without it).
+_LINE_CONFIG = ("AIRFLOW__API_AUTH__JWT_ISSUER",)
 
 
 def canary_key() -> str:
@@ -85,7 +92,9 @@ class AirflowHome:
         env = {
             k: v
             for k, v in os.environ.items()
-            if k not in _DROPPED_ENV and not k.startswith("AIRFLOW_CONN_") and not k.startswith("AIRFLOW__")
+            if k not in _DROPPED_ENV
+            and not k.startswith("AIRFLOW_CONN_")
+            and (not k.startswith("AIRFLOW__") or k in _LINE_CONFIG)
         }
         env.update(
             AIRFLOW_HOME=str(self.path),

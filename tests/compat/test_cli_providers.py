@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from compat_support import (
     AIRFLOW_BIN,
-    AIRFLOW_V3,
     CONN_TYPE,
     EXTRA_FIELDS,
+    FORM_FROM_WIDGETS,
     HOOK_CLASS,
     PROVIDER_DIST,
     PROVIDER_VERSION,
@@ -89,7 +89,7 @@ def test_providers_hooks_shows_connection_type_and_hook(providers_cli: dict[str,
 
 
 def test_providers_widgets_lists_the_extra_fields(providers_cli: dict[str, Output]) -> None:
-    """2.11 lists the hook's wtforms fields; 3.x lists ``conn-fields`` with their JSON-schema types."""
+    """2.11-3.1 list the hook's wtforms fields; 3.2+ list ``conn-fields`` with their JSON-schema types."""
     ours = {
         row["connection_parameter_name"]: row
         for row in providers_cli["widgets"].rows()
@@ -98,7 +98,7 @@ def test_providers_widgets_lists_the_extra_fields(providers_cli: dict[str, Outpu
     assert sorted(ours) == sorted(f"extra__{CONN_TYPE}__{name}" for name in EXTRA_FIELDS)
     assert all(row["package_name"] == PROVIDER_DIST for row in ours.values())
     kinds = {name: ours[f"extra__{CONN_TYPE}__{name}"]["field_type"] for name in EXTRA_FIELDS}
-    if AIRFLOW_V3:
+    if not FORM_FROM_WIDGETS:
         assert kinds == {
             "timeout": ["number", "null"],
             "max_retries": ["integer", "null"],

@@ -8,12 +8,14 @@
   extras, the answer carries our balance message, and the API key never comes back.
 
 Authentication: SimpleAuthManager with ``simple_auth_manager_all_admins`` (its middleware adds an
-admin token to every request); it still checks tokens against the ``revoked_token`` table, so the
-(session-private, SQLite) metadata database is created first.
+admin token to every request; 3.1 has no such middleware, and the client sends the token that
+``GET /auth/token`` hands out, as 3.1's UI does with its cookie); it still checks tokens against the
+``revoked_token`` table, so the (session-private, SQLite) metadata database is created first.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -25,6 +27,7 @@ from compat_support import (
     CONN_TYPE,
     EXTRA_FIELDS,
     FORM_EXTRA_V3,
+    FORM_FROM_WIDGETS,
     HOOK_CLASS,
     PRODUCTION_BASE_URL,
     SIMPLE_AUTH_MANAGER,
@@ -44,13 +47,28 @@ def client() -> Iterator[Any]:
         mp.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
         mp.setenv("AIRFLOW__CORE__TEST_CONNECTION", "Enabled")
         from airflow.api_fastapi.app import create_app
+        from airflow.providers_manager import ProvidersManager
         from airflow.utils.db import initdb
         from fastapi.testclient import TestClient
 
+        if FORM_FROM_WIDGETS:
+            # 3.0/3.1 build hook_meta from the hook's wtforms fields, patched with Airflow's mocks while
+            # the providers manager first collects them; one that earlier tests of this session filled
+            # holds real wtforms fields and hook_meta then drops them all (extra_fields None). An
+            # api-server process starts fresh; so does this one (and leaves no mocks behind).
+            ProvidersManager()._cleanup()
         initdb()
         app = create_app("core")
         with TestClient(app) as test_client:
-            yield test_client
+            if importlib.util.find_spec("airflow.api_fastapi.auth.managers.simple.middleware") is None:  # 3.1
+                token = test_client.get("/auth/token")
+                assert token.status_code == 201, token.text
+                test_client.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+            try:
+                yield test_client
+            finally:
+                if FORM_FROM_WIDGETS:
+                    ProvidersManager()._cleanup()
 
 
 @pytest.fixture(scope="module")
@@ -85,10 +103,16 @@ def test_hook_meta_extra_fields_are_typed(hook_meta: dict[str, Any]) -> None:
     extra = hook_meta["extra_fields"]
     assert sorted(extra) == sorted(EXTRA_FIELDS)
     schemas = {name: extra[name]["schema"] for name in EXTRA_FIELDS}
-    assert schemas["timeout"]["type"] == ["number", "null"]
-    assert schemas["timeout"]["exclusiveMinimum"] == 0
-    assert schemas["max_retries"]["type"] == ["integer", "null"]
-    assert (schemas["max_retries"]["minimum"], schemas["max_retries"]["maximum"]) == (0, 10)
+    if FORM_FROM_WIDGETS:
+        # 3.0/3.1 derive the schema from the hook's wtforms fields: types only, no bounds (the hook
+        # checks them when it reads the connection). timeout is a StringField (2.11 allows no other).
+        assert schemas["timeout"]["type"] == ["string", "null"]
+        assert schemas["max_retries"]["type"] == ["integer", "null"]
+    else:
+        assert schemas["timeout"]["type"] == ["number", "null"]
+        assert schemas["timeout"]["exclusiveMinimum"] == 0
+        assert schemas["max_retries"]["type"] == ["integer", "null"]
+        assert (schemas["max_retries"]["minimum"], schemas["max_retries"]["maximum"]) == (0, 10)
     assert schemas["allow_insecure_http"]["type"] == ["boolean", "null"]
     assert extra["allow_insecure_http"]["value"] is False  # the switch starts off
     assert extra["timeout"]["value"] is None
@@ -173,6 +197,12 @@ def test_test_button_with_a_wrong_key_explains_the_401(client: Any, canary_sandb
     assert canary_sandbox.api_key not in result.text
 
 
+@pytest.mark.xfail(
+    Version("3.1") > AIRFLOW_VERSION,
+    strict=True,
+    reason="UPSTREAM (not this provider): Airflow 3.0's Test button tests a saved connection with the '***' "
+    "it was shown instead of the stored password (the API merges the stored connection from 3.1 on)",
+)
 @pytest.mark.xfail(
     Version("3.3.0") <= AIRFLOW_VERSION <= Version("3.3.2"),  # 3.2.2 answers 200: the check came with 3.3
     strict=True,

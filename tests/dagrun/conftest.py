@@ -93,7 +93,8 @@ class DagRunResult(dict[str, str]):
     def __init__(self, dag_run: Any, elapsed: float) -> None:
         self.dag_run = dag_run
         self.elapsed = elapsed
-        self.tis = {ti.task_id: ti for ti in dag_run.get_task_instances()}
+        self.all_tis = sorted(dag_run.get_task_instances(), key=lambda ti: (ti.task_id, ti.map_index))
+        self.tis = {ti.task_id: ti for ti in self.all_tis}
         super().__init__({task_id: _state(ti.state) for task_id, ti in self.tis.items()})
 
     @property
@@ -104,7 +105,16 @@ class DagRunResult(dict[str, str]):
         return int(self.tis[task_id].try_number)
 
     def xcom(self, task_id: str, key: str = "return_value") -> Any:
-        return self.tis[task_id].xcom_pull(task_ids=task_id, key=key)
+        """The task's XCom; for a mapped task the list of every map index's value, in map-index order.
+
+        Mapped values are pulled one map index at a time: Airflow 3.1's ``TaskInstance.xcom_pull`` of
+        several values at once calls ``Query.with_entities`` on a 2.0-style ``Select`` and raises
+        ``AttributeError: 'Select' object has no attribute 'with_entities'`` (fixed in 3.2).
+        """
+        mapped = [ti for ti in self.all_tis if ti.task_id == task_id and ti.map_index >= 0]
+        if not mapped:
+            return self.tis[task_id].xcom_pull(task_ids=task_id, key=key)
+        return [ti.xcom_pull(task_ids=task_id, key=key, map_indexes=ti.map_index) for ti in mapped]
 
     def rendered_fields(self, task_id: str) -> dict[str, Any] | None:
         from airflow.models.renderedtifields import RenderedTaskInstanceFields
@@ -179,6 +189,10 @@ def _sync_bag_to_db(dag: Any) -> None:
                 bag.sync_to_db(bundle_name, bundle_version)
 
     DagBundlesManager().sync_bundles_to_db()
+    if getattr(dag, "relative_fileloc", "") is None:
+        # 3.0: only DagBag.process_file sets it (the file's path, no bundle path given); its
+        # sync_to_db then fails with "'LazyDeserializedDAG' object has no attribute 'relative_fileloc'".
+        dag.relative_fileloc = dag.fileloc
     bag = DagBag(dag_folder=_EMPTY_DAGS_FOLDER, collect_dags=False)
     bag.bag_dag(dag)
     sync_bag_to_db(bag, "dags-folder", None)
@@ -193,11 +207,13 @@ def _dag_test_as_on_3_3() -> Iterator[None]:
       :class:`FailureRecorder` sees it on every line.
     * One in-process execution API per process (3.3: ``lru_cache`` on
       ``supervisor.in_process_api_server``) instead of a new FastAPI app per task, 4-5 s each.
+    * 3.0 only: :func:`_in_process_comms_as_on_3_1`.
     """
     from airflow import __version__
     from packaging.version import Version
 
-    if Version(Version(__version__).base_version) >= Version("3.3.0"):
+    airflow = Version(Version(__version__).base_version)
+    if airflow >= Version("3.3.0"):
         yield
         return
     from airflow.sdk.execution_time import supervisor, task_runner
@@ -212,9 +228,49 @@ def _dag_test_as_on_3_3() -> Iterator[None]:
     task_runner.finalize = finalize
     supervisor.in_process_api_server = _cached_api_server(original_api)
     try:
-        yield
+        with _in_process_comms_as_on_3_1() if airflow < Version("3.1.0") else contextlib.nullcontext():
+            yield
     finally:
         task_runner.finalize, supervisor.in_process_api_server = original_finalize, original_api
+
+
+@contextlib.contextmanager
+def _in_process_comms_as_on_3_1() -> Iterator[None]:
+    """Airflow 3.0: ``dag.test()``'s in-process task-to-supervisor channel, made to act as a worker's.
+
+    A worker's task process talks to its supervisor over a socket, which neither logs what the task
+    sends nor skips validating the answers. 3.0's in-process channel (``dag.test()`` only) does both,
+    upstream:
+
+    * It logs every message at debug level, on a stdout without the secrets masker, and
+      ``mask_secret`` sends the value to mask: a connection's password is printed (``Sending request
+      msg=MaskSecret(value='...')``). Here the message is not logged, as over the socket (3.1 masks
+      the value before sending it).
+    * The reschedule start date comes back as a string (``model_construct`` of the API's JSON), so the
+      second poke of any sensor in ``mode="reschedule"`` fails in Airflow's ``BaseSensorOperator``:
+      "unsupported operand type(s) for -: 'datetime.datetime' and 'str'". Validated here as the
+      socket's decoder would.
+    """
+    from airflow.sdk.execution_time import supervisor
+    from airflow.sdk.execution_time.comms import TaskRescheduleStartDate
+
+    comms = supervisor.InProcessSupervisorComms
+    original_send = comms.send
+
+    def send(self: Any, msg: Any) -> Any:
+        # InProcessSupervisorComms.send in 3.0.6, without its `self.log.debug("Sending request", msg=msg)`.
+        with supervisor.set_supervisor_comms(None):
+            self.supervisor._handle_request(msg, supervisor.log, 0)
+        response = self._get_response()
+        if isinstance(response, TaskRescheduleStartDate) and isinstance(response.start_date, str):
+            response = TaskRescheduleStartDate(start_date=response.start_date)
+        return response
+
+    comms.send = send
+    try:
+        yield
+    finally:
+        comms.send = original_send
 
 
 @functools.cache

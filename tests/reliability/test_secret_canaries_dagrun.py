@@ -20,17 +20,20 @@ import textwrap
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import pytest
 from log_capture import captured_task_logs
+from packaging.version import Version
 
 from airflow_provider_localleads.operators.credits import CheckCreditsOperator
 from airflow_provider_localleads.sandbox import BALANCE_PATH, SandboxServer
 from airflow_provider_localleads.sensors.credits import CreditsSensor
 
 pytestmark = [pytest.mark.dagrun, pytest.mark.timeout(180)]
+AIRFLOW_VERSION = Version(Version(version("apache-airflow")).base_version)
 
 # Built at run time: Airflow stores the source of DAG files (this module) in ``dag_code``, so a
 # literal key here would be found on disk by the last test without anything having leaked.
@@ -141,6 +144,13 @@ def test_sensor_poke_and_deferrable_through_a_burst(canary_sandbox: SandboxServe
         assert_no_canary("XCom", json.dumps(result.xcom(task_id)))
 
 
+@pytest.mark.xfail(
+    Version("3.0") <= AIRFLOW_VERSION < Version("3.1"),
+    strict=True,
+    reason="UPSTREAM (not this provider): Airflow 3.0's in-process supervisor (`airflow tasks test`, "
+    "`dag.test()`) logs every message from the task at debug level, and mask_secret() sends the value to "
+    "mask before masking it: `Sending request msg=MaskSecret(value='<connection password>')`; 3.1 masks first",
+)
 def test_airflow_tasks_test_never_prints_the_key(canary_sandbox: SandboxServer, tmp_path: Path) -> None:
     dags = tmp_path / "dags"
     dags.mkdir()
