@@ -57,7 +57,8 @@ if ASSET_WATCHERS_AVAILABLE:
 
         @task.branch
         def decide(triggering_asset_events: Any = None) -> list[str]:
-            events = (triggering_asset_events or {}).get(CREDITS_THRESHOLD, [])
+            # Not `(triggering_asset_events or {}).get(...)`: before 3.2 an Asset cannot be a dict key.
+            events = triggering_asset_events.get(CREDITS_THRESHOLD, []) if triggering_asset_events else []
             payloads = [event.extra["payload"] for event in sorted(events, key=lambda e: e.timestamp)]
             if not payloads:
                 log.info("Started by hand: no credit threshold was crossed")

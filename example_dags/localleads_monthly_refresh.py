@@ -58,7 +58,9 @@ if ASSET_WATCHERS_AVAILABLE:
         @task
         def refresh_leads(triggering_asset_events: Any = None) -> list[dict[str, Any]]:
             """One run may carry several resets (events are batched): handle each."""
-            payloads = [event.extra["payload"] for event in (triggering_asset_events or {}).get(CREDITS_RESET, [])]
+            # Not `(triggering_asset_events or {}).get(...)`: before 3.2 an Asset cannot be a dict key.
+            events = triggering_asset_events.get(CREDITS_RESET, []) if triggering_asset_events else []
+            payloads = [event.extra["payload"] for event in events]
             if not payloads:
                 log.info("Started by hand: no credits reset triggered this run")
             for payload in payloads:

@@ -37,6 +37,16 @@ def event(payload: dict[str, Any], minutes: int = 0) -> SimpleNamespace:
     return SimpleNamespace(extra={"from_trigger": True, "payload": payload}, timestamp=when)
 
 
+def triggering(asset: Any, events: list[SimpleNamespace]) -> Any:
+    """A run's ``triggering_asset_events``: Airflow's own accessor (on 3.0/3.1 an Asset is no dict key)."""
+    from airflow.sdk.execution_time.context import TriggeringAssetEventsAccessor
+
+    source = SimpleNamespace(name=asset.name, uri=asset.uri)
+    return TriggeringAssetEventsAccessor.build(
+        SimpleNamespace(**vars(e), asset=source, source_aliases=[]) for e in events
+    )
+
+
 def test_monthly_refresh_handles_each_batched_reset_and_a_run_by_hand():
     module = load("localleads_monthly_refresh")
     refresh = module.dag.task_dict["refresh_leads"].python_callable
@@ -45,8 +55,8 @@ def test_monthly_refresh_handles_each_batched_reset_and_a_run_by_hand():
         {"event": "reset", "balance": {**BALANCE, "available_credits": 7}},
     ]
 
-    assert refresh(triggering_asset_events={module.CREDITS_RESET: [event(p) for p in resets]}) == resets
-    assert refresh(triggering_asset_events={}) == []
+    assert refresh(triggering_asset_events=triggering(module.CREDITS_RESET, [event(p) for p in resets])) == resets
+    assert refresh(triggering_asset_events=triggering(module.CREDITS_RESET, [])) == []
 
 
 @pytest.mark.parametrize(
@@ -69,4 +79,4 @@ def test_credit_alerts_branches_on_the_newest_event(payloads, branch):
     decide = module.dag.task_dict["decide"].python_callable
     events = [event(p, minutes=i) for i, p in enumerate(payloads)][::-1]  # in any order
 
-    assert decide(triggering_asset_events={module.CREDITS_THRESHOLD: events}) == branch
+    assert decide(triggering_asset_events=triggering(module.CREDITS_THRESHOLD, events)) == branch

@@ -9,6 +9,7 @@ poll intervals are short only so that the tests are quick.
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import time
 from collections.abc import Iterator
@@ -358,7 +359,15 @@ def test_the_event_loop_is_never_blocked(sandbox: SandboxServer, conn_id: str, t
             await beat
         return worst
 
-    assert asyncio.run(scenario()) < 0.2
+    # Without the garbage collector: a full collection of Airflow's heap alone stalls a loop for
+    # 0.15-0.4 s (bench/many_triggers.py), whoever's loop it is. This checks what our code does.
+    gc.collect()
+    gc.disable()
+    try:
+        worst = asyncio.run(scenario())
+    finally:
+        gc.enable()
+    assert worst < 0.2
 
 
 def test_the_in_process_fan_out_wakes_one_batch_per_loop_turn() -> None:
