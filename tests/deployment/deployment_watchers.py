@@ -119,7 +119,8 @@ def run_watchers(d: Deployment) -> WatcherScenario:
     wait_seconds(QUIET_POLLS * POLL)
     s.runs_after_restart = _runs(d)
     s.events_after_restart = _asset_events(d)
-    s.log_lines = {t.name: _watcher_lines(t) for t in d.triggerers}
+    # The watcher's triggerer, then the new one (not those an earlier scenario of the session killed).
+    s.log_lines = {t.name: _watcher_lines(t) for t in (triggerer, new)}
     FIGURES.append(
         f"LocalLeads watcher: reset -> {len(s.events_after_reset)} asset event(s), "
         f"{len(s.runs_after_reset)} DAG run(s) {s.runs_after_reset}; after SIGKILL + a new triggerer: "
