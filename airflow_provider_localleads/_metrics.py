@@ -26,26 +26,20 @@ def emit_credit_gauges(conn_id: str, available: int, needed: int) -> None:
 
 
 def emit_low_credits(conn_id: str) -> None:
-    """Count a low-credit warning (``warn_below``) per connection: ``localleads.low_credits.<conn>``.
-
-    Like the gauges, never fails the task.
-    """
-    try:
-        from airflow.providers.common.compat.sdk import Stats
-
-        Stats.incr(f"localleads.low_credits.{_UNSAFE.sub('_', conn_id)}")
-    except Exception:
-        log.debug("Could not emit the LocalLeads low-credits metric", exc_info=True)
+    """Count a low-credit warning (``warn_below``) per connection: ``localleads.low_credits.<conn>``."""
+    _count("localleads.low_credits", conn_id)
 
 
 def count_watcher_error(conn_id: str) -> None:
-    """Count a credit watcher's failed poll, ``localleads.watcher_errors.<conn>``: it has no task to fail.
+    """Count a credit watcher's failed poll, ``localleads.watcher_errors.<conn>``: it has no task to fail."""
+    _count("localleads.watcher_errors", conn_id)
 
-    Never raises (see :func:`emit_credit_gauges`).
-    """
+
+def _count(metric: str, conn_id: str) -> None:
+    """``Stats.incr`` of ``<metric>.<conn>``; like the gauges, never raises."""
     try:
         from airflow.providers.common.compat.sdk import Stats
 
-        Stats.incr(f"localleads.watcher_errors.{_UNSAFE.sub('_', conn_id)}")
+        Stats.incr(f"{metric}.{_UNSAFE.sub('_', conn_id)}")
     except Exception:
-        log.debug("Could not count a LocalLeads watcher error", exc_info=True)
+        log.debug("Could not count %s", metric, exc_info=True)

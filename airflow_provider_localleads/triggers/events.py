@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 import pendulum
 from airflow.triggers.base import TriggerEvent
 
+from airflow_provider_localleads._arguments import whole_number
 from airflow_provider_localleads._compat import AIRFLOW_V_3_0_PLUS, require_asset_watchers
 from airflow_provider_localleads._metrics import count_watcher_error
 from airflow_provider_localleads.exceptions import LocalLeadsError, LocalLeadsInvalidArgumentError
@@ -295,11 +296,7 @@ class CreditsThresholdTrigger(_CreditsWatcher):
 
 
 def _threshold(value: object) -> int:
-    number: int | None = None
-    if isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
-        number = int(value.strip())
+    number = whole_number(value)
     if number is None or number < 0:
         raise LocalLeadsInvalidArgumentError(
             f"CreditsThresholdTrigger: threshold must be a non-negative whole number of credits (e.g. 100), "
