@@ -68,12 +68,18 @@ NOT_AIRFLOW = (
 # no provider's fields appear, in the UI or in `airflow providers widgets`. 3.2+ read provider info.
 FORM_WIDGETS = "apache-airflow-providers-fab"
 
+# cryptography 51 (released after November 2026) made MultiFernet a Rust object without attributes;
+# get_fernet() of 2.11, 3.0 and 3.1 sets `is_encrypted` on it, so with a Fernet key set (every deployment;
+# `airflow db migrate` writes one) every connection look-up fails as "The conn_id ... isn't defined"
+# ("'MultiFernet' object has no attribute 'is_encrypted'" underneath). 3.2 and 3.3 do not set it.
+FERNET_BEFORE_3_2 = "cryptography<51"
+
 # The newest patch of every Airflow line we support, in the order tested. ruff and mypy run in the
 # first one's environment (LINT_LINE). 3.3.2 and 2.11.2 run the whole test suite, the lines between
 # all but NOT_AIRFLOW.
 LINES: dict[str, Line] = {
     "3.3.2": Line(deploy=True),
-    "2.11.2": Line(),
+    "2.11.2": Line(pins=(FERNET_BEFORE_3_2,)),
     "3.2.2": Line(
         pins=(
             # fastapi >= 0.137: "PydanticUserError: Model 'TITerminalStatePayload' needs a discriminator
@@ -87,8 +93,8 @@ LINES: dict[str, Line] = {
         deploy=True,
         airflow_only=True,
     ),
-    # 3.1.8 requires fastapi<0.118 itself and runs as installed.
-    "3.1.8": Line(pins=(FORM_WIDGETS,), airflow_only=True),
+    # 3.1.8 requires fastapi<0.118 itself.
+    "3.1.8": Line(pins=(FERNET_BEFORE_3_2, FORM_WIDGETS), airflow_only=True),
     "3.0.6": Line(
         pins=(
             # fastapi 0.165 or 0.136 (cadwyn 9 or 7): the execution API answers 422 to PATCH
@@ -96,6 +102,7 @@ LINES: dict[str, Line] = {
             # "unhashable type: 'Depends'"; every task fails before it starts. fastapi<0.118 is what 3.1.8
             # requires and brings cadwyn 5.4.6 (cadwyn 6 needs fastapi>=0.121.1: no cadwyn pin needed).
             "fastapi<0.118",
+            FERNET_BEFORE_3_2,
             FORM_WIDGETS,
         ),
         # PyJWT 2.15: the api-server refuses the tokens it signed itself ("Issuer (iss) must be a
