@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnValue, conf
 
-from airflow_provider_localleads._arguments import parse_optional_count
+from airflow_provider_localleads.planning.arguments import parse_optional_count
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -94,8 +94,8 @@ class CreditsSensor(BaseSensorOperator):
     def _cost(self, hook: LocalLeadsHook, context: Context) -> int:
         """This run's cost, resolved (and a CostFromHistory estimate logged and pushed) at its first poke."""
         if self._resolved is None:
-            from airflow_provider_localleads._planning import report_estimate
             from airflow_provider_localleads.estimates import resolve_cost
+            from airflow_provider_localleads.planning.tasks import report_estimate
 
             cost, estimate = resolve_cost(self.estimated_cost, hook, self.task_id)  # a bad number: no request
             self._resolved = cost, None if estimate is None else estimate.to_dict()
@@ -104,12 +104,12 @@ class CreditsSensor(BaseSensorOperator):
         return self._resolved[0]
 
     def poke(self, context: Context) -> PokeReturnValue:
-        from airflow_provider_localleads._credit_check import enough_message, waiting_message
-        from airflow_provider_localleads._metrics import emit_credit_gauges
-        from airflow_provider_localleads._planning import read_forecast
-        from airflow_provider_localleads._retry import is_transient
+        from airflow_provider_localleads.client.retry import is_transient
         from airflow_provider_localleads.exceptions import LocalLeadsError
         from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
+        from airflow_provider_localleads.planning.check import enough_message, waiting_message
+        from airflow_provider_localleads.planning.metrics import emit_credit_gauges
+        from airflow_provider_localleads.planning.tasks import read_forecast
 
         days = self._forecast_days()
         try:
@@ -234,8 +234,8 @@ class CreditsSensor(BaseSensorOperator):
         days = self._forecast_days()
         if days is None:
             return
-        from airflow_provider_localleads._planning import read_forecast
         from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
+        from airflow_provider_localleads.planning.tasks import read_forecast
 
         with LocalLeadsHook(self.localleads_conn_id) as hook:
             forecast = read_forecast(self, hook, context, days)

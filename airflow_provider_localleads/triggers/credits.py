@@ -5,7 +5,7 @@ and every wait is an ``asyncio.sleep``, so one triggerer can hold thousands of t
 
 **One poll per connection, not one per trigger**: every trigger for the same connection id and
 poll interval shares one balance poll in the triggerer (with the credit watchers too), natively on
-Airflow 3.3+ and in-process before; see :mod:`._poll`, which holds the key, the poll and ``run()``.
+Airflow 3.3+ and in-process before; see :mod:`.poll`, which holds the key, the poll and ``run()``.
 Each trigger's ``filter_shared_stream`` decides on its own threshold.
 
 Only the connection id and numbers are serialized (they are stored in the metadata database);
@@ -23,7 +23,7 @@ from airflow.triggers.base import TriggerEvent
 
 from airflow_provider_localleads.exceptions import LocalLeadsError
 from airflow_provider_localleads.models import CreditBalance
-from airflow_provider_localleads.triggers._poll import FIRST_POLL_IMPORTS, HOOK_MODULE, BalancePollTrigger
+from airflow_provider_localleads.triggers.poll import FIRST_POLL_IMPORTS, HOOK_MODULE, BalancePollTrigger
 
 __all__ = ["CLASSPATH", "FIRST_POLL_IMPORTS", "HOOK_MODULE", "CreditsTrigger"]
 
@@ -143,9 +143,9 @@ class CreditsTrigger(BalancePollTrigger):
                     self.poll_interval,
                 )
             return None
-        # The hook's own retry decision: transient means keep waiting. (_retry came with the hook
+        # The hook's own retry decision: transient means keep waiting. (client.retry came with the hook
         # module, imported off the loop before the first poll, so this import is a dictionary look-up.)
-        from airflow_provider_localleads._retry import is_transient
+        from airflow_provider_localleads.client.retry import is_transient
 
         if is_transient(raw):
             if self._should_log(("transient", raw.error_type)):

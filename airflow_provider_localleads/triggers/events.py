@@ -14,7 +14,7 @@ down fires once, and nothing fires twice. Before 3.3 there is no store: a restar
 baseline, so a change made while the triggerer was down is missed and none is repeated.
 
 **One poll.** Watchers and ``CreditsTrigger``s on the same connection and interval share one balance
-poll in the triggerer (:mod:`._poll`).
+poll in the triggerer (:mod:`.poll`).
 
 **Errors never end a watcher.** Transient API errors are logged and polling goes on. Any other API
 error (a wrong key above all) is logged at ERROR on every poll and counted
@@ -35,13 +35,13 @@ from typing import Any, ClassVar
 import pendulum
 from airflow.triggers.base import TriggerEvent
 
-from airflow_provider_localleads._arguments import whole_number
 from airflow_provider_localleads._compat import AIRFLOW_V_3_0_PLUS, require_asset_watchers
-from airflow_provider_localleads._metrics import count_watcher_error
 from airflow_provider_localleads.exceptions import LocalLeadsError, LocalLeadsInvalidArgumentError
 from airflow_provider_localleads.models import CreditBalance
-from airflow_provider_localleads.triggers._poll import BalancePollTrigger
-from airflow_provider_localleads.triggers._watch_state import WatchState
+from airflow_provider_localleads.planning.arguments import whole_number
+from airflow_provider_localleads.planning.metrics import count_watcher_error
+from airflow_provider_localleads.triggers.poll import BalancePollTrigger
+from airflow_provider_localleads.triggers.watch_state import WatchState
 
 __all__ = ["ASSET_WATCHERS_AVAILABLE", "DIRECTIONS", "CreditsResetTrigger", "CreditsThresholdTrigger"]
 
@@ -162,7 +162,7 @@ class _CreditsWatcher(BalancePollTrigger):
         return TriggerEvent(payload)
 
     def _on_error(self, raw: Any) -> None:
-        from airflow_provider_localleads._retry import is_transient  # loaded with the hook, off the loop
+        from airflow_provider_localleads.client.retry import is_transient  # loaded with the hook, off the loop
 
         if is_transient(raw):
             self.log.warning("%s: balance check failed, will retry in %g s: %s", self._name, self.poll_interval, raw)

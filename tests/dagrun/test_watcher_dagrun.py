@@ -230,6 +230,6 @@ def test_an_event_becomes_an_asset_event_and_queues_the_watching_dag(sandbox, sy
 
 
 def _native() -> bool:
-    from airflow_provider_localleads.triggers import _poll
+    from airflow_provider_localleads.triggers import poll as _poll
 
     return _poll.NATIVE_SHARED_STREAMS

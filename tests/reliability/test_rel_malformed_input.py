@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from loopback_support import BALANCE_DATA, ConnSetter, RawFactory, answer_every_request, response_bytes
 from reliability_support import call
 
-from airflow_provider_localleads._responses import check_page, parse_answer
+from airflow_provider_localleads.client.responses import check_page, parse_answer
 from airflow_provider_localleads.exceptions import (
     LocalLeadsError,
     LocalLeadsRequestError,

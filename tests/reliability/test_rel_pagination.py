@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from loopback_support import ConnSetter
 
-from airflow_provider_localleads import _pagination
+from airflow_provider_localleads.client import pagination as _pagination
 from airflow_provider_localleads.exceptions import LocalLeadsError, LocalLeadsResponseError
 from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
 

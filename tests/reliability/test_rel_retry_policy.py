@@ -34,7 +34,7 @@ from loopback_support import (
 )
 from reliability_support import call, self_signed_server_context
 
-from airflow_provider_localleads._retry import RetryPolicy
+from airflow_provider_localleads.client.retry import RetryPolicy
 from airflow_provider_localleads.exceptions import (
     LocalLeadsAuthenticationError,
     LocalLeadsConnectionError,

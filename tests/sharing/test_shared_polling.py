@@ -20,7 +20,8 @@ from loopback_support import clear_network_env
 from sharing_support import BALANCE_PATH, CONN_ID, Triggerer, balance_requests, make_trigger, run_alone, settle, until
 
 from airflow_provider_localleads.sandbox import SandboxServer
-from airflow_provider_localleads.triggers import _poll, credits
+from airflow_provider_localleads.triggers import credits
+from airflow_provider_localleads.triggers import poll as _poll
 
 INTERVAL = 0.05
 

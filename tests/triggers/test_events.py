@@ -19,7 +19,8 @@ from watcher_support import INTERVAL, RecordingLog, Watching, scenario
 from airflow_provider_localleads._compat import AIRFLOW_V_3_0_PLUS
 from airflow_provider_localleads.exceptions import LocalLeadsConfigurationError, LocalLeadsInvalidArgumentError
 from airflow_provider_localleads.sandbox import SandboxServer
-from airflow_provider_localleads.triggers import _poll, events
+from airflow_provider_localleads.triggers import events
+from airflow_provider_localleads.triggers import poll as _poll
 from airflow_provider_localleads.triggers.credits import CreditsTrigger
 from airflow_provider_localleads.triggers.events import CreditsResetTrigger, CreditsThresholdTrigger
 

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_localleads import _retry
-from airflow_provider_localleads._retry import (
+from airflow_provider_localleads.client import retry as _retry
+from airflow_provider_localleads.client.retry import (
     RetryPolicy,
     acall_with_retries,
     call_with_retries,

@@ -104,7 +104,7 @@ async def poll_balances(kwargs: dict[str, Any]) -> AsyncIterator[CreditBalance |
     # The first-use costs run in a thread, so they do not stall every other trigger in the loop:
     # the imports of FIRST_POLL_IMPORTS (100-400 ms on a triggerer's first poll), and the first
     # client in the process, which loads the CA bundle (tens of milliseconds of CPU, then shared;
-    # see _tls.py). Through the thread even when all is loaded: a module being imported by another
+    # see client/tls.py). Through the thread even when all is loaded: a module being imported by another
     # group's thread would otherwise block the loop on its import lock.
     hook_class = await asyncio.to_thread(_load_hook_class)
     client = await asyncio.to_thread(hook_class.async_client)

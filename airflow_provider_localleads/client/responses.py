@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from airflow_provider_localleads._retry import parse_retry_after
+from airflow_provider_localleads.client.retry import parse_retry_after
 from airflow_provider_localleads.exceptions import (
     LocalLeadsAuthenticationError,
     LocalLeadsError,

@@ -23,8 +23,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_localleads import _pagination
-from airflow_provider_localleads._pagination import MAX_PAGE_SIZE, TRANSACTIONS_PATH, iter_exactly_once
+from airflow_provider_localleads.client import pagination as _pagination
+from airflow_provider_localleads.client.pagination import MAX_PAGE_SIZE, TRANSACTIONS_PATH, iter_exactly_once
 from airflow_provider_localleads.exceptions import LocalLeadsError, LocalLeadsResponseError
 from airflow_provider_localleads.models import CreditTransaction, TransactionPage
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from airflow.providers.common.compat.sdk import Connection
 
-from airflow_provider_localleads._settings import (
+from airflow_provider_localleads.client.settings import (
     API_KEY_ENV_VAR,
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_RETRIES,
