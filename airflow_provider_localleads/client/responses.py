@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow_provider_localleads.client.retry import parse_retry_after
+from airflow_provider_localleads.client.values import excerpt
 from airflow_provider_localleads.exceptions import (
     LocalLeadsAuthenticationError,
     LocalLeadsError,
@@ -47,8 +48,6 @@ REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-amzn-requestid", "cf-ray"
 #: The most a response body may hold; a page of 100 transactions is ~25 KB.
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
-_WHITESPACE = re.compile(r"\s+")
-_TAGS = re.compile(r"<[^>]{0,200}>")
 #: A JSON escape that can produce a UTF-16 surrogate (paired ones are combined by the parser).
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
@@ -61,16 +60,6 @@ def request_id_from(headers: Mapping[str, str]) -> str | None:
         if value:
             return value[:100]
     return None
-
-
-def excerpt(text: str, redact: Callable[[str], str], limit: int = 200) -> str:
-    """A short single-line excerpt of a body (HTML tags dropped) that is safe to log."""
-    # Redact the whole text before cutting it: a key cut in half would no longer match. Bodies are
-    # already capped at MAX_BODY_BYTES by the readers.
-    text = redact(_WHITESPACE.sub(" ", _TAGS.sub(" ", text)).strip())
-    if len(text) > limit:
-        text = text[: limit - 3] + "..."
-    return text
 
 
 def _reject_constant(name: str) -> Any:

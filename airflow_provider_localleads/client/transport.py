@@ -31,10 +31,11 @@ import urllib3
 
 from airflow_provider_localleads import __version__
 from airflow_provider_localleads.client.deadline import AttemptDeadline, WatchedAdapter
-from airflow_provider_localleads.client.responses import MAX_BODY_BYTES, excerpt
+from airflow_provider_localleads.client.responses import MAX_BODY_BYTES
 from airflow_provider_localleads.client.secrets import BearerAuth, exception_chain, strip_requests
 from airflow_provider_localleads.client.settings import ConnectionSettings, is_loopback
 from airflow_provider_localleads.client.tls import checked_ca_bundle, shared_ssl_context
+from airflow_provider_localleads.client.values import excerpt
 from airflow_provider_localleads.exceptions import (
     LocalLeadsConnectionError,
     LocalLeadsError,

@@ -36,9 +36,9 @@ import pendulum
 from airflow.triggers.base import TriggerEvent
 
 from airflow_provider_localleads._compat import AIRFLOW_V_3_0_PLUS, require_asset_watchers
+from airflow_provider_localleads.client.values import whole_number
 from airflow_provider_localleads.exceptions import LocalLeadsError, LocalLeadsInvalidArgumentError
 from airflow_provider_localleads.models import CreditBalance
-from airflow_provider_localleads.planning.arguments import whole_number
 from airflow_provider_localleads.planning.metrics import count_watcher_error
 from airflow_provider_localleads.triggers.poll import BalancePollTrigger
 from airflow_provider_localleads.triggers.watch_state import WatchState

@@ -10,7 +10,8 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 from loopback_support import BALANCE_BODY, BALANCE_DATA
 
-from airflow_provider_localleads.client.responses import excerpt, interpret_response, parse_answer, request_id_from
+from airflow_provider_localleads.client.responses import interpret_response, parse_answer, request_id_from
+from airflow_provider_localleads.client.values import excerpt
 from airflow_provider_localleads.exceptions import (
     LocalLeadsAuthenticationError,
     LocalLeadsError,
