@@ -331,7 +331,7 @@ class SandboxState(FaultShortcuts):
     # -- snapshot ----------------------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """What ``GET /_sandbox/state`` returns."""
+        """The balance, the number of transactions, the queued faults and the request count."""
         with self._lock:
             return {
                 "balance": self.balance(),
