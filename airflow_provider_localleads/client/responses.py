@@ -5,8 +5,9 @@ way. Whatever the bytes, :func:`parse_answer` gives a valid model or a ``LocalLe
 ``KeyError``/``TypeError``/bare ``ValueError``. Beyond the models' own checks:
 
 * The ``Content-Type`` is trusted neither way: the body is judged on what it is.
-* Lone UTF-16 surrogates (``"\\ud800"`` escapes) become U+FFFD, so a model can always be encoded,
-  logged and stored. An integer longer than Python converts is valid JSON: its field is named.
+* Lone UTF-16 surrogates (``"\\ud800"`` escapes) become U+FFFD: Python accepts them, but a string
+  holding one cannot be encoded as UTF-8, so logging or storing it would crash later. An integer
+  longer than Python converts is valid JSON: its field is named.
 * Every error of an answer gets its HTTP context (status, path, request id) in one place,
   :func:`_in_context`; what the server said is quoted only as a short excerpt passed through
   ``redact``, so a server echoing the API key back cannot leak it.
@@ -91,11 +92,7 @@ def _without_lone_surrogates(value: Any) -> Any:
 
 
 def decode_json(body: bytes) -> Any:
-    """Parse JSON strictly: UTF-8 (a BOM is tolerated), no NaN/Infinity. Raises ValueError.
-
-    Lone surrogates (from ``\\udXXX`` escapes) are replaced by U+FFFD: Python would accept them but
-    they cannot be encoded as UTF-8, so logging or storing such a string later would crash.
-    """
+    """Parse JSON strictly (UTF-8, a BOM tolerated, no NaN/Infinity), lone surrogates made U+FFFD."""
     text = body.decode("utf-8-sig")
     try:
         parsed = json.loads(text, parse_constant=_reject_constant)
@@ -232,16 +229,6 @@ def parse_answer(
     try:
         return build(_json_object(status, headers, body, redact))
     except (LocalLeadsError, OverflowError, ValueError) as err:
-        raise _in_context(err, status, headers, path=path, redact=redact) from None
-
-
-def interpret_response(
-    status: int, headers: Mapping[str, str], body: bytes, *, path: str, redact: Callable[[str], str]
-) -> dict[str, Any]:
-    """The JSON object of a successful answer, or the LocalLeadsError it deserves."""
-    try:
-        return _json_object(status, headers, body, redact)
-    except LocalLeadsError as err:
         raise _in_context(err, status, headers, path=path, redact=redact) from None
 
 

@@ -10,7 +10,7 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 from loopback_support import BALANCE_BODY, BALANCE_DATA
 
-from airflow_provider_localleads.client.responses import interpret_response, parse_answer, request_id_from
+from airflow_provider_localleads.client.responses import parse_answer, request_id_from
 from airflow_provider_localleads.client.values import excerpt
 from airflow_provider_localleads.exceptions import (
     LocalLeadsAuthenticationError,
@@ -35,7 +35,8 @@ def redact(text: str) -> str:
 
 
 def interpret(status: int, body: bytes, headers: dict[str, str] | None = None) -> dict[str, Any]:
-    return interpret_response(status, headers or {}, body, path=PATH, redact=redact)
+    """The answer's JSON object (``build=dict``: no model), or the error the status or body deserves."""
+    return parse_answer(status, headers or {}, body, path=PATH, redact=redact, build=dict)
 
 
 def outcome_of(status: int, body: bytes) -> dict[str, Any] | LocalLeadsError:
