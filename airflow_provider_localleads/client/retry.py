@@ -180,10 +180,6 @@ def call_with_retries(
     return result
 
 
-async def _asleep(seconds: float) -> None:
-    await asyncio.sleep(seconds)
-
-
 async def acall_with_retries(
     policy: RetryPolicy,
     attempt_once: Callable[[float], Awaitable[T]],
@@ -196,5 +192,5 @@ async def acall_with_retries(
     async def attempt() -> T:  # tenacity awaits only what a coroutine function returns
         return await attempt_once(seconds_left())
 
-    result: T = await AsyncRetrying(sleep=_asleep, **strategy)(attempt)
+    result: T = await AsyncRetrying(sleep=asyncio.sleep, **strategy)(attempt)
     return result

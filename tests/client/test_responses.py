@@ -376,7 +376,7 @@ def test_excerpt_drops_tags_collapses_whitespace_and_redacts() -> None:
     assert excerpt("a" * 500, redact, limit=10) == "aaaaaaa..."
 
 
-def test_errors_from_interpret_response_survive_pickling() -> None:
+def test_status_errors_survive_pickling() -> None:
     err = error_of(429, b'{"success": false, "error": "slow down"}', {"Retry-After": "4", "X-Request-Id": "r9"})
     clone = pickle.loads(pickle.dumps(err))
     assert type(clone) is LocalLeadsRateLimitError
