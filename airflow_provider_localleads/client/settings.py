@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from airflow_provider_localleads import PRODUCTION_BASE_URL
+from airflow_provider_localleads.client.values import whole_number
 from airflow_provider_localleads.exceptions import LocalLeadsConfigurationError
 
 API_KEY_ENV_VAR = "LOCALLEADS_API_KEY"
@@ -71,13 +72,9 @@ def _timeout(conn_id: str, value: object) -> float | None:
 def _max_retries(conn_id: str, value: object) -> int | None:
     if _is_unset(value):
         return None
-    number: int | None = None
-    if isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
-        number = int(value.strip())
-    elif isinstance(value, float) and value.is_integer():
-        number = int(value)
+    number = whole_number(value)
+    if isinstance(value, float) and value.is_integer():
+        number = int(value)  # a JSON extra written by a form or a tool may hold 3.0
     if number is None or not 0 <= number <= MAX_MAX_RETRIES:
         raise _error(conn_id, f"extra 'max_retries' must be a whole number from 0 to {MAX_MAX_RETRIES}, got {value!r}")
     return number
@@ -206,11 +203,9 @@ def settings_from_connection(
         raise _error(conn_id, f"timeout must be a positive number of seconds, got {chosen_timeout!r}")
     conn_retries = _max_retries(conn_id, normalised.get("max_retries"))
     chosen_retries = max_retries if max_retries is not None else conn_retries
-    if chosen_retries is not None and not (
-        isinstance(chosen_retries, int)
-        and not isinstance(chosen_retries, bool)
-        and 0 <= chosen_retries <= MAX_MAX_RETRIES
-    ):
+    # The hook's argument is Python, not text: "3" is refused there, as a wrong type.
+    number = None if isinstance(chosen_retries, str) else whole_number(chosen_retries)
+    if chosen_retries is not None and (number is None or not 0 <= number <= MAX_MAX_RETRIES):
         raise _error(conn_id, f"max_retries must be a whole number from 0 to {MAX_MAX_RETRIES}, got {chosen_retries!r}")
 
     return ConnectionSettings(

@@ -14,14 +14,20 @@ _WHITESPACE = re.compile(r"\s+")
 _TAGS = re.compile(r"<[^>]{0,200}>")
 
 
+def ascii_digits(text: str) -> str | None:
+    """``text`` without the spaces around it if only ASCII digits remain, else None (``"²"`` is a
+    digit to ``str.isdigit`` but no number)."""
+    text = text.strip()
+    return text if text.isascii() and text.isdigit() else None
+
+
 def whole_number(value: object) -> int | None:
     """``value`` as an int if it is one (not a bool: ``True`` is no count) or a string of ASCII digits
     (spaces around allowed, as templates and forms render them); None for anything else."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
-        return int(value.strip())
-    return None
+    digits = ascii_digits(value) if isinstance(value, str) else None
+    return None if digits is None else int(digits)
 
 
 def seconds(value: float | timedelta) -> float:
@@ -34,12 +40,15 @@ def iso_z(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, the cut marked with ``...``."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def excerpt(text: str, redact: Callable[[str], str] | None = None, limit: int = 200) -> str:
     """A short single-line excerpt (HTML tags dropped, whitespace folded) that is safe to log.
 
     ``redact`` sees the whole text before it is cut: a key cut in half would no longer match.
     """
     text = _WHITESPACE.sub(" ", _TAGS.sub(" ", text)).strip()
-    if redact is not None:
-        text = redact(text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return shorten(text if redact is None else redact(text), limit)
