@@ -12,6 +12,7 @@ import os
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from difflib import get_close_matches
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -126,10 +127,16 @@ def _base_url(conn_id: str, host: str | None, schema: str | None, port: int | No
     if url_port is None and port:
         netloc = f"{netloc}:{port}"
     if parts.scheme == "http" and not is_loopback(parts.hostname) and not insecure_ok:
+        # The likely cause is a mistyped local host (the sandbox), so that comes first; the unsafe
+        # switch comes last, as a deliberate choice.
+        near = get_close_matches(parts.hostname, ["localhost"], n=1, cutoff=0.7)
+        typo = " (did you mean localhost?)" if near else ""
         raise _error(
             conn_id,
-            f"refusing to send the API key over plain http:// to {parts.hostname}; use https://, or set "
-            'the extra {"allow_insecure_http": true} if this really is a trusted private network',
+            f"refusing to send the API key over plain http:// to {parts.hostname}, which is not this machine"
+            f"{typo}. Check the host name first: the local sandbox is http://127.0.0.1:<port> or "
+            "http://localhost:<port>, the LocalLeads API is https://. Only for a trusted private network, and "
+            'deliberately, set the extra {"allow_insecure_http": true}',
         )
     return f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}"
 
@@ -189,6 +196,14 @@ def settings_from_connection(
     key_source = "the connection's password field"
     if not api_key:
         api_key, key_source = environ.get(API_KEY_ENV_VAR, "").strip(), f"the {API_KEY_ENV_VAR} environment variable"
+    if not api_key and (conn.login or "").strip():
+        # localleads://KEY@host (the colon missing) puts the key in the login field. Never quote it.
+        raise _error(
+            conn_id,
+            "no API key in the password field, but the login field is set: that is probably the key in the "
+            "wrong field (in the URI form the key goes after a colon: localleads://:<API key>@host). Move it "
+            "to the password field; this connection type uses no login",
+        )
     if not api_key:
         raise _error(
             conn_id,
