@@ -27,32 +27,23 @@ class CreditsSensor(BaseSensorOperator):
 
     Credits change slowly (spending, top-ups, the monthly reset), so the default ``poke_interval``
     is 300 s: polling every few seconds only burns the API's rate limit. Transient API errors
-    (rate limits, 5xx, network, after the hook's own retries) are logged and the sensor keeps
-    waiting; a wrong API key or an answer we cannot understand fails the task at once. The usual
-    sensor arguments apply (``timeout``, ``soft_fail``, ``never_fail``, ``silent_fail``, ``mode``,
-    ``exponential_backoff``), through Airflow's own ``BaseSensorOperator.execute`` in every mode.
+    (after the hook's own retries) are logged and the sensor keeps waiting; a wrong API key or an
+    answer we cannot understand fails the task at once.
 
-    With ``deferrable=True`` (default: ``[operators] default_deferrable``) the first poke runs on the
-    worker inside Airflow's loop; if the credits are not there, the poke defers to the triggerer
-    (:class:`CreditsTrigger`), which holds no worker slot, for what is left of ``timeout``. Errors of
-    that first poke end as Airflow's loop ends them (``silent_fail``: logged, and poked again on the
-    worker after ``poke_interval``); after the wait, Airflow's ``resume_execution`` maps the trigger's
-    error or timeout (soft_fail on every line; never_fail from Airflow 3.1). The trigger polls every
-    ``poke_interval`` seconds without ``exponential_backoff``: every trigger on one connection and
-    interval shares one poll in the triggerer, which needs a fixed interval.
+    Every mode runs Airflow's ``BaseSensorOperator.execute``, so ``soft_fail``, ``never_fail``,
+    ``silent_fail`` and ``timeout`` end a run as Airflow defines them. With ``deferrable=True``
+    (default: ``[operators] default_deferrable``) a poke that finds too few credits defers to the
+    triggerer (:class:`CreditsTrigger`, no worker slot held) for what is left of ``timeout``; after the
+    wait, Airflow's ``resume_execution`` maps the trigger's error or timeout. The trigger polls every
+    ``poke_interval`` without ``exponential_backoff``: all triggers on one connection and interval
+    share one poll, which needs a fixed interval.
 
-    A :class:`~airflow_provider_localleads.estimates.CostFromHistory` cost is resolved once per run
-    of the task on a worker, before the first balance read, logged ("Estimated cost: ...") and pushed
-    as XCom ``estimate``, as the operator does: once per try in poke mode; before deferring in
-    deferrable mode (``execute_complete`` logs it again from the XCom, which a deferral keeps); at
-    every poke in reschedule mode, each poke being a new run of the task (the estimate follows the
-    history). A transient error while resolving it keeps a poke or reschedule sensor waiting; in
-    deferrable mode it fails the poke (there is no number to defer with).
-
-    ``forecast_days`` (off by default) reads the usage once, for the final result, never while
-    waiting: the success line gets the rate and the run-out date, and XCom ``forecast`` holds
-    ``CreditUsage.to_dict()``. After a deferred wait it is read on the worker in ``execute_complete``.
-    If it cannot be read, a warning says so and the sensor still succeeds.
+    A :class:`~airflow_provider_localleads.estimates.CostFromHistory` cost is resolved, logged and pushed
+    (XCom ``estimate``) at the first poke of each run of the task: once per try in poke mode, before
+    deferring (``execute_complete`` logs it again from the XCom, which a deferral keeps), at every poke
+    in reschedule mode. A transient error while resolving it keeps the sensor waiting, except in
+    deferrable mode: there is no number to defer with. ``forecast_days`` reads the usage once, for the
+    final result, never while waiting (after a deferred wait: on the worker, in ``execute_complete``).
 
     :param estimated_cost: credits needed (templated; must render to a whole number >= 0), or a
         ``CostFromHistory``.

@@ -1,15 +1,9 @@
 """CreditsTrigger: waits in the triggerer until the balance covers a cost (CreditsSensor, deferrable).
 
-Fully asynchronous: the connection is looked up with ``aget_connection``, HTTP goes through httpx,
-and every wait is an ``asyncio.sleep``, so one triggerer can hold thousands of these.
-
-**One poll per connection, not one per trigger**: every trigger for the same connection id and
-poll interval shares one balance poll in the triggerer (with the credit watchers too), natively on
-Airflow 3.3+ and in-process before; see :mod:`.poll`, which holds the key, the poll and ``run()``.
-Each trigger's ``filter_shared_stream`` decides on its own threshold.
-
-Only the connection id and numbers are serialized (they are stored in the metadata database);
-the API key is read from the connection by the triggerer when it polls.
+Fully asynchronous (``asyncio.sleep``, httpx, an asynchronous connection look-up), so one triggerer
+can hold thousands of these; and every trigger on one connection and interval shares one balance
+poll (:mod:`.poll`), each deciding on its own threshold in ``filter_shared_stream``. Only the
+connection id and numbers are serialized (stored in the metadata database): never the API key.
 """
 
 from __future__ import annotations
