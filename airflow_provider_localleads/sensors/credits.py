@@ -71,10 +71,10 @@ class CreditsSensor(BaseSensorOperator):
         self.localleads_conn_id = localleads_conn_id
         self.deferrable = deferrable
         self.forecast_days = forecast_days
-        #: This run of the task (reset by every execute()): when it started, the cost it resolved (with
-        #: the estimate dict or None), and the last balance a poke read (for the timeout message).
+        #: This run of the task (reset by every execute()): when it started, the cost it resolved, and
+        #: the last balance a poke read (for the timeout message).
         self._started = 0.0
-        self._resolved: tuple[int, dict[str, Any] | None] | None = None
+        self._resolved: int | None = None
         self._last_seen: CreditBalance | None = None
 
     def _forecast_days(self) -> int | None:
@@ -83,14 +83,10 @@ class CreditsSensor(BaseSensorOperator):
     def _cost(self, hook: LocalLeadsHook, context: Context) -> int:
         """This run's cost, resolved (and a CostFromHistory estimate logged and pushed) at its first poke."""
         if self._resolved is None:
-            from airflow_provider_localleads.estimates import resolve_cost
-            from airflow_provider_localleads.planning.tasks import report_estimate
+            from airflow_provider_localleads.planning.tasks import resolve_task_cost
 
-            cost, estimate = resolve_cost(self.estimated_cost, hook, self.task_id)  # a bad number: no request
-            self._resolved = cost, None if estimate is None else estimate.to_dict()
-            if self._resolved[1] is not None:
-                report_estimate(self, context, self._resolved[1])
-        return self._resolved[0]
+            self._resolved = resolve_task_cost(self, hook, context)  # a bad number: no request
+        return self._resolved
 
     def execute(self, context: Context) -> Any:
         """Airflow's sensor loop (end states, timeout, reschedule); a timeout also says what was last seen."""
@@ -100,8 +96,7 @@ class CreditsSensor(BaseSensorOperator):
         except AirflowSensorTimeout as err:  # Airflow's own message says only how long it waited
             from airflow_provider_localleads.triggers.credits import timeout_message
 
-            cost = None if self._resolved is None else self._resolved[0]
-            raise AirflowSensorTimeout(f"{timeout_message(cost, self._last_seen)}: {err}") from err
+            raise AirflowSensorTimeout(f"{timeout_message(self._resolved, self._last_seen)}: {err}") from err
 
     def poke(self, context: Context) -> PokeReturnValue:
         from airflow_provider_localleads.client.retry import is_transient
@@ -135,7 +130,7 @@ class CreditsSensor(BaseSensorOperator):
     def _not_done(self) -> PokeReturnValue:
         """Not yet: poke again (poke and reschedule mode), or wait in the triggerer (deferrable)."""
         if self.deferrable and self._resolved is not None:
-            self._defer(self._resolved[0])
+            self._defer(self._resolved)
         return PokeReturnValue(is_done=False)
 
     def _defer(self, cost: int) -> None:
