@@ -34,7 +34,8 @@ class CreditsSensor(BaseSensorOperator):
     ``silent_fail`` and ``timeout`` end a run as Airflow defines them. With ``deferrable=True``
     (default: ``[operators] default_deferrable``) a poke that finds too few credits defers to the
     triggerer (:class:`CreditsTrigger`, no worker slot held) for what is left of ``timeout``; after the
-    wait, Airflow's ``resume_execution`` maps the trigger's error or timeout. The trigger polls every
+    wait, Airflow's ``resume_execution`` maps the trigger's error or timeout (``never_fail`` there only
+    from Airflow 3.1; ``soft_fail`` on every line). The trigger polls every
     ``poke_interval`` without ``exponential_backoff``: all triggers on one connection and interval
     share one poll, which needs a fixed interval.
 
