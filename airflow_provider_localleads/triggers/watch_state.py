@@ -5,23 +5,16 @@ over the assets it watches, persisted in the metadata database), so a triggerer 
 what was last seen. Before 3.3, under ``dag.test()`` and in plain unit tests there is none: the
 observation lives in the trigger object only.
 
-Watchers with identical kwargs share one trigger row, which may then watch several assets: the
-observation is written to each of them and read from the first that holds one. A store that fails
-never stops the watcher: it logs and carries on from memory.
+Only the store's public ``aget``/``aset`` are used; they address the watched asset when there is exactly
+one. Watchers with identical kwargs share one trigger row, which may then watch several assets; the
+trigger knows none of their names, so the store cannot say which to use (``ValueError``): the watcher
+then keeps its observation in memory, as before 3.3, and says so once. A store that fails otherwise
+never stops the watcher either: it logs and carries on from memory.
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-
-def _accessors(store: Any) -> list[Any]:
-    """One accessor per watched asset (``AssetStateStoreAccessors`` offers ``aget`` only for one asset)."""
-    by_name = getattr(store, "_by_name", None)
-    by_uri = getattr(store, "_by_uri", None)
-    if isinstance(by_name, dict) and isinstance(by_uri, dict):
-        return [*by_name.values(), *by_uri.values()]
-    return [store]  # anything else with aget/aset (a future Airflow, a test double)
 
 
 class WatchState:
@@ -43,32 +36,35 @@ class WatchState:
         if self.loaded:
             return self.value
         self.loaded = True
-        if self.store is None:
-            return None
-        for accessor in _accessors(self.store):
-            try:
-                stored = await accessor.aget(self.key)
-            except Exception as err:  # noqa: BLE001 - a watcher without its store still watches
-                self.log.warning(
-                    "Could not read %r from the asset state store (%s); starting from memory", self.key, err
-                )
-                return None
-            if isinstance(stored, dict):
-                self.value = stored
-                return stored
-            if stored is not None:
-                self.log.warning("Ignoring unreadable %r in the asset state store: %r", self.key, stored)
+        stored = await self._call("read", "aget")
+        if isinstance(stored, dict):
+            self.value = stored
+            return stored
+        if stored is not None:
+            self.log.warning("Ignoring unreadable %r in the asset state store: %r", self.key, stored)
         return None
 
     async def save(self, value: dict[str, Any]) -> None:
-        """Keep ``value`` in every watched asset's store, when there is one, and then in memory.
+        """Keep ``value`` in the store, when there is one, and then in memory.
 
         Memory last: whoever sees the new value (a test waiting for a baseline) sees it stored too.
         """
-        if self.store is not None:
-            for accessor in _accessors(self.store):
-                try:
-                    await accessor.aset(self.key, value)
-                except Exception as err:  # noqa: BLE001 - see load()
-                    self.log.warning("Could not write %r to the asset state store (%s); kept in memory", self.key, err)
+        await self._call("write", "aset", value)
         self.value = value
+
+    async def _call(self, what: str, method: str, *args: Any) -> Any:
+        if self.store is None:
+            return None
+        try:
+            return await getattr(self.store, method)(self.key, *args)
+        except ValueError as err:  # not exactly one watched asset: nothing to address without its name
+            self.log.warning(
+                "The asset state store cannot keep %r (%s): identical watchers on several assets share one "
+                "trigger, which cannot tell them apart. Kept in memory only: a triggerer restart takes a new baseline",
+                self.key,
+                err,
+            )
+            self.store = None
+        except Exception as err:  # noqa: BLE001 - a watcher without its store still watches
+            self.log.warning("Could not %s %r in the asset state store (%s); kept in memory", what, self.key, err)
+        return None
