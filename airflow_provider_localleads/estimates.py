@@ -26,6 +26,7 @@ from fnmatch import fnmatchcase
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_localleads.client.values import excerpt, iso_z, python_whole_number
 from airflow_provider_localleads.exceptions import LocalLeadsInvalidArgumentError, NoCostHistoryError
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ class CostEstimate:
             "pattern": self.pattern,
             "statistic": self.statistic,
             "runs_used": self.runs_used,
-            "since": self.since.in_timezone("UTC").isoformat().replace("+00:00", "Z"),
+            "since": iso_z(self.since),
             "basis_value": self.basis_value,
             "margin": self.margin,
             "from_default": self.from_default,
@@ -137,7 +138,7 @@ class CostFromHistory:
                 f"CostFromHistory: match must be a non-empty shell-style pattern such as 'Lead search: Dentists*', "
                 f"got {match!r}"
             )
-        if type(runs) is not int or runs < 1:
+        if (count := python_whole_number(runs)) is None or count < 1:
             raise ValueError(f"CostFromHistory: runs must be a whole number >= 1 (e.g. runs=10), got {runs!r}")
         if not isinstance(lookback, timedelta) or lookback <= timedelta(0):
             raise ValueError(
@@ -150,7 +151,7 @@ class CostFromHistory:
                 f"CostFromHistory: margin must be a number >= 0, a fraction of the estimate (0.2 = +20%, 0 for "
                 f"none), got {margin!r}"
             )
-        if default is not None and (type(default) is not int or default < 0):
+        if default is not None and ((credits := python_whole_number(default)) is None or credits < 0):
             raise ValueError(
                 f"CostFromHistory: default must be None (fail when no run matches) or a whole number of credits "
                 f">= 0, got {default!r}"
@@ -255,7 +256,9 @@ class CostFromHistory:
                 margin=0.0,
                 from_default=True,
             )
-        hint = f" (the newest DEDUCTION there is {_clip(example)!r})" if example else " (there is no DEDUCTION there)"
+        hint = " (there is no DEDUCTION there)"
+        if example:
+            hint = f" (the newest DEDUCTION there is {excerpt(example, limit=80)!r})"
         raise NoCostHistoryError(
             f"{_who(task_id)}No DEDUCTION transaction in the last {_duration(self.lookback)} (since "
             f"{window_start.date().isoformat()}) has a description matching {pattern!r}{hint}. The whole "
@@ -308,10 +311,6 @@ def _duration(value: timedelta) -> str:
         hours = value // timedelta(hours=1)
         return f"{hours} hour{'s' if hours != 1 else ''}"
     return str(value)
-
-
-def _clip(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _who(task_id: str | None) -> str:

@@ -41,6 +41,7 @@ from airflow_provider_localleads.client.transport import (
     open_session,
     send,
 )
+from airflow_provider_localleads.client.values import python_whole_number
 from airflow_provider_localleads.exceptions import LocalLeadsError
 from airflow_provider_localleads.models import CreditBalance, CreditTransaction, CreditUsage, TransactionPage
 from airflow_provider_localleads.planning.check import check_credit_request, enforce_credits
@@ -308,6 +309,7 @@ class LocalLeadsHook(BaseHook):
 
 
 def _validate_offset(value: object) -> int:
-    if type(value) is not int or value < 0:
+    offset = python_whole_number(value)
+    if offset is None or offset < 0:
         raise ValueError(f"offset must be a whole number >= 0, got {value!r}")
-    return value
+    return offset

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from airflow_provider_localleads.client.values import python_whole_number
 from airflow_provider_localleads.planning.arguments import ON_INSUFFICIENT_CHOICES
 
 if TYPE_CHECKING:
@@ -58,12 +59,13 @@ def check_credit_request(cost: object, on_insufficient: object) -> int:
     """``cost`` as a whole number >= 0, once ``on_insufficient`` is known to be valid (before any request)."""
     if on_insufficient not in ON_INSUFFICIENT_CHOICES:
         raise ValueError(f"on_insufficient must be 'fail' or 'skip', got {on_insufficient!r}")
-    if type(cost) is not int or cost < 0:
+    credits = python_whole_number(cost)
+    if credits is None or credits < 0:
         raise ValueError(
             f"cost must be a whole number of credits >= 0, got {cost!r} ({type(cost).__name__}); "
             "for a cost from the history pass CostFromHistory(...).estimate(hook).cost"
         )
-    return cost
+    return credits
 
 
 def enforce_credits(balance: CreditBalance, cost: int, on_insufficient: str) -> None:
