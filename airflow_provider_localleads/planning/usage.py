@@ -17,8 +17,6 @@ import pendulum
 from airflow_provider_localleads.client.values import python_whole_number
 from airflow_provider_localleads.models import CreditBalance, CreditTransaction, CreditUsage
 
-__all__ = ["DEDUCTION", "recent_deductions", "summarize_usage", "utc_moment", "validate_days"]
-
 DEDUCTION = "DEDUCTION"
 
 
