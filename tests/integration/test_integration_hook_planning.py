@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -249,9 +248,13 @@ def test_get_usage_reads_only_the_pages_of_its_window(set_conn: ConnSetter, make
         usage = make_hook("ll_long").get_usage(1, now=NOW)
 
         assert (usage.deductions, usage.spent) == (len(in_window), sum(-t["amount"] for t in in_window))
-        assert sandbox.request_count(TRANSACTIONS_PATH) == 15
-        assert 1 + math.ceil((3000 - 100) / 98) > 15  # the whole listing would take 31
+        pages = [r.query for r in sandbox.requests if r.path == TRANSACTIONS_PATH]
+        assert [int(page["offset"]) for page in pages] == [98 * i for i in range(15)]
+        assert int(pages[-1]["offset"]) + int(pages[-1]["limit"]) < 3000  # stopped well before the end
         assert sandbox.request_count(BALANCE_PATH) == 1
+        # The whole listing, for comparison: 31 pages (100, then 98 new each).
+        assert len(list(make_hook("ll_long").iter_transactions())) == 3000
+        assert sandbox.request_count(TRANSACTIONS_PATH) == 15 + 31
 
 
 @pytest.mark.parametrize("days", [0, -1, True, 1.5, "30", None])
