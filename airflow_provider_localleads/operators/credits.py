@@ -12,6 +12,7 @@ from airflow_provider_localleads._compat import skip_downstream
 from airflow_provider_localleads.estimates import CostFromHistory, resolve_cost
 from airflow_provider_localleads.exceptions import InsufficientCreditsError
 from airflow_provider_localleads.planning.arguments import (
+    check_estimated_cost,
     check_low_credits_hook,
     check_on_insufficient,
     parse_optional_count,
@@ -54,8 +55,8 @@ class CheckCreditsOperator(BaseOperator, SkipMixin):
     callable taking the ``CreditBalance``. A failing callback is logged and the task goes on: a broken
     alert channel must not stop a run that can afford its work.
 
-    :param estimated_cost: credits the run will need (templated; must render to a whole number >= 0),
-        or a ``CostFromHistory`` that estimates it from the transactions of similar runs.
+    :param estimated_cost: credits the run will need, a whole number >= 0 (a literal is checked when
+        the DAG is parsed, a template once rendered), or a ``CostFromHistory``.
     :param on_insufficient: ``"fail"`` or ``"skip"``.
     :param localleads_conn_id: Airflow connection of type ``localleads`` (templated: e.g.
         ``"{{ params.account }}"`` picks the account per run).
@@ -81,6 +82,7 @@ class CheckCreditsOperator(BaseOperator, SkipMixin):
     ) -> None:
         super().__init__(**kwargs)
         owner = f"CheckCreditsOperator {self.task_id!r}"
+        check_estimated_cost(estimated_cost, task_id=self.task_id)
         check_on_insufficient(on_insufficient, owner=owner)
         parse_optional_count(forecast_days, field="forecast_days", minimum=1, task_id=self.task_id, at_parse=True)
         parse_optional_count(warn_below, field="warn_below", minimum=0, task_id=self.task_id, at_parse=True)

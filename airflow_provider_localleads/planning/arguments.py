@@ -40,6 +40,19 @@ def parse_estimated_cost(value: object, *, task_id: str) -> int:
     return cost
 
 
+def check_estimated_cost(value: object, *, task_id: str) -> None:
+    """At DAG-parse time, refuse a literal ``estimated_cost`` that is no cost (``-5``, ``1.5``, ``"12 credits"``)
+    as a ValueError, with the message it would fail with when the task runs. What Airflow renders or
+    resolves then (a template string, an object with ``template_fields`` such as CostFromHistory, an
+    XComArg) is checked then."""
+    if is_template(value) or hasattr(value, "template_fields") or hasattr(value, "resolve"):
+        return
+    try:
+        parse_estimated_cost(value, task_id=task_id)
+    except LocalLeadsInvalidArgumentError as err:
+        raise ValueError(str(err)) from None
+
+
 def parse_optional_count(
     value: object, *, field: str, minimum: int, task_id: str, at_parse: bool = False
 ) -> int | None:
