@@ -39,12 +39,14 @@ from airflow_provider_localleads.client.transport import (
 from airflow_provider_localleads.client.values import python_whole_number
 from airflow_provider_localleads.exceptions import LocalLeadsError
 from airflow_provider_localleads.models import CreditBalance, CreditTransaction, CreditUsage, TransactionPage
-from airflow_provider_localleads.planning.check import check_credit_request, enforce_credits
+from airflow_provider_localleads.planning.check import enforce_credits, required_cost
 from airflow_provider_localleads.planning.usage import summarize_usage, utc_moment, validate_days
 
 if TYPE_CHECKING:
     import httpx
     import requests
+
+    from airflow_provider_localleads.estimates import CostFromHistory
 
 __all__ = ["BALANCE_PATH", "LocalLeadsHook"]
 
@@ -213,19 +215,20 @@ class LocalLeadsHook(BaseHook):
             lambda limit, offset: self.list_transactions(limit=limit, offset=offset), page_size
         )
 
-    def require_credits(self, cost: int, on_insufficient: str = "fail") -> CreditBalance:
+    def require_credits(self, cost: int | CostFromHistory, on_insufficient: str = "fail") -> CreditBalance:
         """CheckCreditsOperator's check inside any task, so the task that spends checks for itself.
 
-        One balance read. Not enough credits: ``"fail"`` raises InsufficientCreditsError (no retry),
-        ``"skip"`` AirflowSkipException, with the operator's message. Bad arguments are a ValueError
-        before any request.
+        One balance read (a CostFromHistory first reads the history it needs and logs its estimate,
+        as the operator does). Not enough credits: ``"fail"`` raises InsufficientCreditsError (no
+        retry), ``"skip"`` AirflowSkipException, with the operator's message. Bad arguments are a
+        ValueError before any request.
 
-        :param cost: credits about to be spent, a whole number >= 0.
+        :param cost: credits about to be spent, a whole number >= 0, or a CostFromHistory.
         :return: the balance, which covers ``cost``.
         """
-        cost = check_credit_request(cost, on_insufficient)
+        credits = required_cost(self, cost, on_insufficient)
         balance = self.get_balance()
-        enforce_credits(balance, cost, on_insufficient)
+        enforce_credits(balance, credits, on_insufficient)
         return balance
 
     def get_usage(self, days: int = 30, *, now: datetime | None = None) -> CreditUsage:

@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING
 from airflow.providers.common.compat.sdk import AirflowSkipException
 
 from airflow_provider_localleads.client.values import python_whole_number
+from airflow_provider_localleads.estimates import CostFromHistory
 from airflow_provider_localleads.exceptions import InsufficientCreditsError
 from airflow_provider_localleads.planning.arguments import check_on_insufficient
 
 if TYPE_CHECKING:
+    from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
     from airflow_provider_localleads.models import CreditBalance, CreditUsage
 
 
@@ -44,14 +46,19 @@ def insufficient_credits_message(cost: int, balance: CreditBalance, forecast: Cr
     )
 
 
-def check_credit_request(cost: object, on_insufficient: object) -> int:
-    """``cost`` as a whole number >= 0, once ``on_insufficient`` is known to be valid (before any request)."""
+def required_cost(hook: LocalLeadsHook, cost: object, on_insufficient: object) -> int:
+    """require_credits' cost: the arguments checked before any request, then a CostFromHistory resolved
+    and its estimate logged through the hook's log, as the operator logs it."""
     check_on_insufficient(on_insufficient, owner="require_credits")
+    if isinstance(cost, CostFromHistory):
+        estimate = cost.estimate(hook)
+        hook.log.info("Estimated cost: %s", estimate.describe())
+        return estimate.cost
     credits = python_whole_number(cost)
     if credits is None or credits < 0:
         raise ValueError(
             f"require_credits: cost must be a whole number of credits >= 0, got {cost!r} ({type(cost).__name__}); "
-            "for a cost from the history pass CostFromHistory(...).estimate(hook).cost"
+            "for a cost from the history pass a CostFromHistory(...)"
         )
     return credits
 
