@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from fractions import Fraction
@@ -69,17 +69,7 @@ class CostEstimate:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict for XCom: the fields, ``since`` as ISO 8601, and :meth:`describe` as ``description``."""
-        return {
-            "cost": self.cost,
-            "pattern": self.pattern,
-            "statistic": self.statistic,
-            "runs_used": self.runs_used,
-            "since": iso_z(self.since),
-            "basis_value": self.basis_value,
-            "margin": self.margin,
-            "from_default": self.from_default,
-            "description": self.describe(),
-        }
+        return {**asdict(self), "since": iso_z(self.since), "description": self.describe()}
 
 
 class CostFromHistory:
