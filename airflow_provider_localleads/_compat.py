@@ -7,14 +7,21 @@ left here differs in behaviour, not only in import path.
 
 from __future__ import annotations
 
+# The form widgets import Flask AppBuilder and wtforms inside the function: only the web server of
+# Airflow 2.11-3.1 has them (3.0/3.1 mock them while they read the form).
 from typing import Any
 
+from airflow import __version__
 from packaging.version import Version
+
+from airflow_provider_localleads import CONN_FIELDS, UI_FIELD_BEHAVIOUR
+from airflow_provider_localleads.exceptions import LocalLeadsConfigurationError
+
+#: What the 2.11 form accepts for ``timeout``: a positive decimal number of seconds (30, 2.5, .5).
+_SECONDS_PATTERN = r"^\s*(?:\d+(?:\.\d*)?|\.\d+)\s*$"
 
 
 def airflow_version() -> Version:
-    from airflow import __version__
-
     return Version(Version(__version__).base_version)
 
 
@@ -44,9 +51,47 @@ def skip_downstream(operator: Any, context: Any, tasks: list[Any]) -> None:
 def require_asset_watchers(what: str) -> None:
     """Refuse to build a credit watcher on Airflow 2, which has no ``AssetWatcher`` to run it."""
     if not AIRFLOW_V_3_0_PLUS:
-        from airflow_provider_localleads.exceptions import LocalLeadsConfigurationError
-
         raise LocalLeadsConfigurationError(
             f"{what} needs Airflow 3 (event-driven scheduling with AssetWatcher); this is Airflow "
             f"{airflow_version()}. On Airflow 2, wait for credits inside a DAG run with CreditsSensor instead"
         )
+
+
+def connection_form_behaviour() -> dict[str, Any]:
+    """The hook's form on Airflow 2.11-3.1, from the values 3.2+ reads in provider info (no drift)."""
+    return {
+        "hidden_fields": list(UI_FIELD_BEHAVIOUR["hidden-fields"]),
+        "relabeling": dict(UI_FIELD_BEHAVIOUR["relabeling"]),
+        "placeholders": dict(UI_FIELD_BEHAVIOUR["placeholders"]),
+    }
+
+
+def connection_form_widgets() -> dict[str, Any]:
+    """The typed extra fields of the Airflow 2.11-3.1 form (3.2+ builds them from ``conn-fields``)."""
+    from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+    from flask_babel import lazy_gettext
+    from wtforms import BooleanField, IntegerField, StringField
+    from wtforms.validators import NumberRange, Optional, Regexp
+
+    return {
+        # A StringField, not a DecimalField: Airflow 2.11 only accepts string, integer and boolean
+        # extras (any other field type makes it drop the whole hook from the form and the CLI).
+        # settings_from_connection parses the number and names the field if it is wrong.
+        "timeout": StringField(
+            lazy_gettext(CONN_FIELDS["timeout"]["label"]),
+            validators=[Optional(), Regexp(_SECONDS_PATTERN, message="Enter a number of seconds, e.g. 30")],
+            widget=BS3TextFieldWidget(),
+            description=CONN_FIELDS["timeout"]["description"],
+        ),
+        "max_retries": IntegerField(
+            lazy_gettext(CONN_FIELDS["max_retries"]["label"]),
+            validators=[Optional(), NumberRange(min=0, max=10)],
+            widget=BS3TextFieldWidget(),
+            description=CONN_FIELDS["max_retries"]["description"],
+        ),
+        "allow_insecure_http": BooleanField(
+            lazy_gettext(CONN_FIELDS["allow_insecure_http"]["label"]),
+            default=False,
+            description=CONN_FIELDS["allow_insecure_http"]["description"],
+        ),
+    }

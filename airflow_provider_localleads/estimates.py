@@ -1,38 +1,31 @@
 """``estimated_cost`` from the transaction history: what similar runs cost lately, plus a margin.
 
 A pre-flight check is only as good as the cost it compares with, and the history already says what
-similar runs cost ("Lead search: Dentists in Austin, TX (97 results)", -12)::
-
-    CheckCreditsOperator(
-        task_id="check_credits",
-        estimated_cost=CostFromHistory("Lead search: {{ params.kind }}*", runs=10, margin=0.2),
-    )
-
-Constructing a :class:`CostFromHistory` only validates its arguments (DAG-parse time: no network, no
-connection). It is resolved when the task runs, by :meth:`CostFromHistory.estimate` (or
-:func:`resolve_cost`, which also takes a plain number), into a :class:`CostEstimate` that says what
-the number rests on, for the log (:meth:`CostEstimate.describe`) and XCom (:meth:`CostEstimate.to_dict`).
-
-Importing this module is cheap (no hook, no HTTP client): DAG files import it.
+similar runs cost ("Lead search: Dentists in Austin, TX (97 results)", -12). Constructing a
+:class:`CostFromHistory` only validates its arguments (DAG-parse time: no network, no connection);
+it is resolved when the task runs, into a :class:`CostEstimate` that says what the number rests on.
+DAG files import this module: it imports no hook and no HTTP client.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_localleads.client.values import excerpt, iso_z, python_whole_number
 from airflow_provider_localleads.exceptions import LocalLeadsInvalidArgumentError, NoCostHistoryError
+from airflow_provider_localleads.planning.arguments import parse_estimated_cost
+from airflow_provider_localleads.planning.usage import recent_deductions, utc_moment
 
 if TYPE_CHECKING:
     import pendulum
 
     from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
-    from airflow_provider_localleads.models import CreditTransaction
 
 __all__ = ["STATISTICS", "CostEstimate", "CostFromHistory", "resolve_cost"]
 
@@ -42,13 +35,12 @@ STATISTICS = ("max", "mean", "p90")
 
 @dataclass(frozen=True, slots=True)
 class CostEstimate:
-    """An estimated cost and what it rests on (the result of :meth:`CostFromHistory.estimate`)."""
+    """An estimated cost and what it rests on, for the log (:meth:`describe`) and XCom (:meth:`to_dict`)."""
 
     #: The estimate in credits: ``ceil(basis_value * (1 + margin))``, or the default.
     cost: int
     #: The rendered pattern the descriptions were matched against.
     pattern: str
-    #: ``"max"``, ``"mean"`` or ``"p90"``.
     statistic: str
     #: How many matching runs the estimate rests on (0 for the default).
     runs_used: int
@@ -58,7 +50,6 @@ class CostEstimate:
     basis_value: float | None
     #: The margin applied (0.0 for the default, which is used as given).
     margin: float
-    #: True when no run matched and ``default`` was used.
     from_default: bool
 
     def describe(self) -> str:
@@ -77,18 +68,8 @@ class CostEstimate:
         return f"{basis} credits, +{_number(_fraction(self.margin) * 100)}% = {self.cost}"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict for XCom: the estimate, its basis, and :meth:`describe`'s line as ``description``."""
-        return {
-            "cost": self.cost,
-            "pattern": self.pattern,
-            "statistic": self.statistic,
-            "runs_used": self.runs_used,
-            "since": self.since.in_timezone("UTC").isoformat().replace("+00:00", "Z"),
-            "basis_value": self.basis_value,
-            "margin": self.margin,
-            "from_default": self.from_default,
-            "description": self.describe(),
-        }
+        """JSON-safe dict for XCom: the fields, ``since`` as ISO 8601, and :meth:`describe` as ``description``."""
+        return {**asdict(self), "since": iso_z(self.since), "description": self.describe()}
 
 
 class CostFromHistory:
@@ -137,7 +118,7 @@ class CostFromHistory:
                 f"CostFromHistory: match must be a non-empty shell-style pattern such as 'Lead search: Dentists*', "
                 f"got {match!r}"
             )
-        if type(runs) is not int or runs < 1:
+        if (count := python_whole_number(runs)) is None or count < 1:
             raise ValueError(f"CostFromHistory: runs must be a whole number >= 1 (e.g. runs=10), got {runs!r}")
         if not isinstance(lookback, timedelta) or lookback <= timedelta(0):
             raise ValueError(
@@ -150,7 +131,7 @@ class CostFromHistory:
                 f"CostFromHistory: margin must be a number >= 0, a fraction of the estimate (0.2 = +20%, 0 for "
                 f"none), got {margin!r}"
             )
-        if default is not None and (type(default) is not int or default < 0):
+        if default is not None and ((credits := python_whole_number(default)) is None or credits < 0):
             raise ValueError(
                 f"CostFromHistory: default must be None (fail when no run matches) or a whole number of credits "
                 f">= 0, got {default!r}"
@@ -191,35 +172,19 @@ class CostFromHistory:
         :raises NoCostHistoryError: no run matches and there is no ``default`` (fails without retrying).
         :raises LocalLeadsInvalidArgumentError: ``match`` rendered to something that is not a pattern.
         """
-        from airflow_provider_localleads.planning.usage import utc_moment
-
-        pattern = self._pattern(task_id)  # before any request
-        return self._estimate(hook.iter_transactions(), utc_moment(now), pattern, task_id)
-
-    def _pattern(self, task_id: str | None) -> str:
+        who = f"Task {task_id!r}: " if task_id else ""
         pattern = self._template if self.rendered_match is None else self.rendered_match
         if not isinstance(pattern, str) or not pattern or "{{" in pattern or "{%" in pattern:
             raise LocalLeadsInvalidArgumentError(
-                f"{_who(task_id)}CostFromHistory match must render to a non-empty shell-style pattern, got "
+                f"{who}CostFromHistory match must render to a non-empty shell-style pattern, got "
                 f"{pattern!r} from the template {self._template!r}. A Jinja template is rendered only when "
                 "CostFromHistory is an operator's templated estimated_cost; fix the template or its params"
             )
-        return pattern
-
-    def _estimate(
-        self,
-        transactions: Iterable[CreditTransaction],
-        now: pendulum.DateTime,
-        pattern: str,
-        task_id: str | None,
-    ) -> CostEstimate:
-        from airflow_provider_localleads.planning.usage import recent_deductions
-
-        window_start = now - self.lookback
+        window_start = utc_moment(now) - self.lookback  # a naive ``now`` is refused before any request
         costs: list[int] = []
-        oldest: pendulum.DateTime | None = None
+        oldest = window_start
         newest_other: str | None = None
-        for txn in recent_deductions(transactions, window_start):
+        for txn in recent_deductions(hook.iter_transactions(), window_start):
             if not fnmatchcase(txn.description, pattern):
                 newest_other = newest_other or txn.description
                 continue
@@ -227,23 +192,18 @@ class CostFromHistory:
             oldest = txn.created_at
             if len(costs) >= self.runs:
                 break
-        if not costs or oldest is None:
-            return self._default(pattern, window_start, newest_other, task_id)
-        basis = _statistic(self.statistic, costs)
-        return CostEstimate(
-            cost=math.ceil(basis * (1 + _fraction(self.margin))),
-            pattern=pattern,
-            statistic=self.statistic,
-            runs_used=len(costs),
-            since=oldest,
-            basis_value=int(basis) if basis.denominator == 1 else float(basis),
-            margin=self.margin,
-            from_default=False,
-        )
-
-    def _default(
-        self, pattern: str, window_start: pendulum.DateTime, example: str | None, task_id: str | None
-    ) -> CostEstimate:
+        if costs:
+            basis = _statistic(self.statistic, costs)
+            return CostEstimate(
+                cost=math.ceil(basis * (1 + _fraction(self.margin))),
+                pattern=pattern,
+                statistic=self.statistic,
+                runs_used=len(costs),
+                since=oldest,
+                basis_value=int(basis) if basis.denominator == 1 else float(basis),
+                margin=self.margin,
+                from_default=False,
+            )
         if self.default is not None:
             return CostEstimate(
                 cost=self.default,
@@ -255,28 +215,24 @@ class CostFromHistory:
                 margin=0.0,
                 from_default=True,
             )
-        hint = f" (the newest DEDUCTION there is {_clip(example)!r})" if example else " (there is no DEDUCTION there)"
+        example = f"the newest DEDUCTION there is {excerpt(newest_other, limit=80)!r}" if newest_other else None
         raise NoCostHistoryError(
-            f"{_who(task_id)}No DEDUCTION transaction in the last {_duration(self.lookback)} (since "
-            f"{window_start.date().isoformat()}) has a description matching {pattern!r}{hint}. The whole "
-            "description must match, case-sensitively: add a '*' where it goes on, fix the pattern or lookback, "
-            "or give CostFromHistory a default=<credits> for when there is no history yet"
+            f"{who}No DEDUCTION transaction in the last {_duration(self.lookback)} (since "
+            f"{window_start.date().isoformat()}) has a description matching {pattern!r} "
+            f"({example or 'there is no DEDUCTION there'}). The whole description must match, case-sensitively: "
+            "add a '*' where it goes on, fix the pattern or lookback, or give CostFromHistory a default=<credits> "
+            "for when there is no history yet"
         )
 
 
 def resolve_cost(
     estimated_cost: object, hook: LocalLeadsHook, task_id: str, now: datetime | None = None
 ) -> tuple[int, CostEstimate | None]:
-    """The cost a task needs: a rendered number (as ``estimated_cost`` always was) or a CostFromHistory.
-
-    A number is validated without any request (``"50"`` is 50; see ``parse_estimated_cost``) and has
-    no estimate; a :class:`CostFromHistory` reads the history through ``hook``.
-    """
+    """The cost a task needs: a rendered number (``"50"`` is 50; no request, no estimate) or a
+    CostFromHistory's estimate, read through ``hook``."""
     if isinstance(estimated_cost, CostFromHistory):
         estimate = estimated_cost.estimate(hook, now, task_id=task_id)
         return estimate.cost, estimate
-    from airflow_provider_localleads.planning.arguments import parse_estimated_cost
-
     return parse_estimated_cost(estimated_cost, task_id=task_id), None
 
 
@@ -308,11 +264,3 @@ def _duration(value: timedelta) -> str:
         hours = value // timedelta(hours=1)
         return f"{hours} hour{'s' if hours != 1 else ''}"
     return str(value)
-
-
-def _clip(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _who(task_id: str | None) -> str:
-    return f"Task {task_id!r}: " if task_id else ""

@@ -17,7 +17,7 @@ import pendulum
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from airflow_provider_localleads.estimates import CostEstimate, CostFromHistory, resolve_cost
+from airflow_provider_localleads.estimates import STATISTICS, CostEstimate, CostFromHistory, resolve_cost
 from airflow_provider_localleads.exceptions import (
     LocalLeadsError,
     LocalLeadsInvalidArgumentError,
@@ -172,13 +172,21 @@ def test_p90_is_the_nearest_rank(hook: LocalLeadsHook, add: Add, costs: list[int
 def test_margin_is_applied_exactly(hook: LocalLeadsHook, add: Add, margin: float, cost: int, tail: str) -> None:
     for age in range(1, 11):
         add(100, days_ago=age)
-    assert math.ceil(100 * (1 + 0.1)) == 111  # what naive float arithmetic would charge
 
     estimate = CostFromHistory(DENTISTS, margin=margin).estimate(hook, now=NOW)
 
     assert estimate.cost == cost
     assert estimate.margin == float(margin)
     assert estimate.describe().endswith(tail)
+
+
+@pytest.mark.parametrize(("cost", "expected"), [(100, 110), (200, 220), (90, 99), (30, 33)])
+def test_a_margin_of_a_tenth_adds_exactly_a_tenth(hook: LocalLeadsHook, add: Add, cost: int, expected: int) -> None:
+    """In floats 100 * (1 + 0.1) is 110.00000000000001 (200: 220.00000000000003, 90: 99.00000000000001),
+    so a naive ceil would charge 111 (221, 100)."""
+    add(cost)
+    for statistic in STATISTICS:
+        assert CostFromHistory(DENTISTS, statistic=statistic, margin=0.1).estimate(hook, now=NOW).cost == expected
 
 
 # ------------------------------------------------------------------------------------------ window: lookback and runs

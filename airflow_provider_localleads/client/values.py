@@ -35,6 +35,12 @@ def seconds(value: float | timedelta) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
+def python_whole_number(value: object) -> int | None:
+    """:func:`whole_number` for an argument given in Python, not rendered from a template: there a
+    string (``"5"``) is a mistake, not a number."""
+    return None if isinstance(value, str) else whole_number(value)
+
+
 def iso_z(value: datetime) -> str:
     """An aware datetime as ISO 8601 in UTC with a ``Z`` suffix, as the API writes them."""
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")

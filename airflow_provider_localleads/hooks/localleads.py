@@ -1,15 +1,10 @@
 """LocalLeadsHook: the LocalLeads Credits API as typed Python calls, through an Airflow connection.
 
 The hook holds what comes from the connection (settings, a pooled session) and one short method per
-endpoint over one private request helper, :meth:`LocalLeadsHook._get` (and its async twin
-:meth:`LocalLeadsHook._aget`). Below it, each in one module: one HTTP attempt
-(:mod:`~airflow_provider_localleads.client.transport`), retries (:mod:`~airflow_provider_localleads.client.retry`),
-judging answers (:mod:`~airflow_provider_localleads.client.responses`) and the models.
-
-Adding an endpoint: a model with ``from_response(body)``, one method here calling ``_get``, a
-sandbox route, and their tests.
-
-Nothing is looked up or sent until a method is called: constructing the hook at DAG-parse time is free.
+endpoint over one request helper, :meth:`LocalLeadsHook._get` (and its async twin ``_aget``); the
+HTTP client below it is :mod:`airflow_provider_localleads.client`. Adding an endpoint: a model with
+``from_response(body)``, one method here, a sandbox route, and their tests. Nothing is looked up or
+sent until a method is called: constructing the hook at DAG-parse time is free.
 """
 
 from __future__ import annotations
@@ -20,9 +15,10 @@ from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
 from airflow.providers.common.compat.sdk import BaseHook
 
-from airflow_provider_localleads import CONN_FIELDS, UI_FIELD_BEHAVIOUR
+from airflow_provider_localleads._compat import connection_form_behaviour, connection_form_widgets
 from airflow_provider_localleads.client.pagination import (
     MAX_PAGE_SIZE,
     TRANSACTIONS_PATH,
@@ -34,27 +30,27 @@ from airflow_provider_localleads.client.retry import RetryPolicy, acall_with_ret
 from airflow_provider_localleads.client.secrets import register_key
 from airflow_provider_localleads.client.settings import ConnectionSettings, settings_from_connection
 from airflow_provider_localleads.client.transport import (
-    USER_AGENT,
     Params,
     asend,
     open_async_client,
     open_session,
     send,
 )
+from airflow_provider_localleads.client.values import python_whole_number
 from airflow_provider_localleads.exceptions import LocalLeadsError
 from airflow_provider_localleads.models import CreditBalance, CreditTransaction, CreditUsage, TransactionPage
-from airflow_provider_localleads.planning.check import check_credit_request, enforce_credits
+from airflow_provider_localleads.planning.check import enforce_credits, required_cost
 from airflow_provider_localleads.planning.usage import summarize_usage, utc_moment, validate_days
 
 if TYPE_CHECKING:
     import httpx
     import requests
 
-__all__ = ["BALANCE_PATH", "MAX_PAGE_SIZE", "TRANSACTIONS_PATH", "USER_AGENT", "LocalLeadsHook"]
+    from airflow_provider_localleads.estimates import CostFromHistory
+
+__all__ = ["BALANCE_PATH", "LocalLeadsHook"]
 
 BALANCE_PATH = "/api/v1/credits/balance"
-#: What the 2.11 form accepts for ``timeout``: a positive decimal number of seconds (30, 2.5, .5).
-_SECONDS_PATTERN = r"^\s*(?:\d+(?:\.\d*)?|\.\d+)\s*$"
 
 T = TypeVar("T")
 #: Builds an endpoint's model from the JSON object of a successful answer (``Model.from_response``).
@@ -95,49 +91,15 @@ class LocalLeadsHook(BaseHook):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(localleads_conn_id={self.localleads_conn_id!r})"
 
-    # ------------------------------------------------------------------ connection form
-
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """The Airflow 2.11-3.1 connection form (3.2+ reads ``ui-field-behaviour`` from provider info)."""
-        return {
-            "hidden_fields": list(UI_FIELD_BEHAVIOUR["hidden-fields"]),
-            "relabeling": dict(UI_FIELD_BEHAVIOUR["relabeling"]),
-            "placeholders": dict(UI_FIELD_BEHAVIOUR["placeholders"]),
-        }
+        return connection_form_behaviour()
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
         """Typed extra fields for the Airflow 2.11-3.1 form (3.2+ reads ``conn-fields``)."""
-        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
-        from flask_babel import lazy_gettext
-        from wtforms import BooleanField, IntegerField, StringField
-        from wtforms.validators import NumberRange, Optional, Regexp
-
-        return {
-            # A StringField, not a DecimalField: Airflow 2.11 only accepts string, integer and boolean
-            # extras (any other field type makes it drop the whole hook from the form and the CLI).
-            # settings_from_connection parses the number and names the field if it is wrong.
-            "timeout": StringField(
-                lazy_gettext(CONN_FIELDS["timeout"]["label"]),
-                validators=[Optional(), Regexp(_SECONDS_PATTERN, message="Enter a number of seconds, e.g. 30")],
-                widget=BS3TextFieldWidget(),
-                description=CONN_FIELDS["timeout"]["description"],
-            ),
-            "max_retries": IntegerField(
-                lazy_gettext(CONN_FIELDS["max_retries"]["label"]),
-                validators=[Optional(), NumberRange(min=0, max=10)],
-                widget=BS3TextFieldWidget(),
-                description=CONN_FIELDS["max_retries"]["description"],
-            ),
-            "allow_insecure_http": BooleanField(
-                lazy_gettext(CONN_FIELDS["allow_insecure_http"]["label"]),
-                default=False,
-                description=CONN_FIELDS["allow_insecure_http"]["description"],
-            ),
-        }
-
-    # ------------------------------------------------------------------ settings & session
+        return connection_form_widgets()
 
     def _settings_for(self, conn: Any, extra: Mapping[str, Any] | None = None) -> ConnectionSettings:
         settings = settings_from_connection(
@@ -161,8 +123,6 @@ class LocalLeadsHook(BaseHook):
         cached = self.__dict__.get("settings")
         if cached is not None:
             return cached  # type: ignore[no-any-return]
-        from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
-
         conn = await get_async_connection(self.localleads_conn_id, self)
         try:
             extra: Mapping[str, Any] | None = await get_async_extra_dejson(conn)
@@ -198,8 +158,6 @@ class LocalLeadsHook(BaseHook):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # ------------------------------------------------------------------ the request helpers
-
     def _get(self, path: str, build: _Build[T], params: Params = None) -> T:
         """GET ``path`` with retries; ``build`` turns the successful answer's JSON object into the result."""
         settings = self.settings
@@ -224,27 +182,20 @@ class LocalLeadsHook(BaseHook):
         async with self.async_client() as client:
             return await acall_with_retries(self._policy(settings), attempt, log=self.log)
 
-    # ------------------------------------------------------------------ endpoints
-
     def get_balance(self) -> CreditBalance:
         """The organisation's current balance (``GET /api/v1/credits/balance``)."""
         return self._get(BALANCE_PATH, CreditBalance.from_response)
 
     async def aget_balance(self, client: httpx.AsyncClient | None = None) -> CreditBalance:
-        """Asynchronous :meth:`get_balance` for triggers: same checks, same retry policy.
-
-        :param client: a client from :meth:`async_client` to reuse across calls; one is opened and
-            closed per call when not given.
-        """
+        """:meth:`get_balance` for triggers, over ``client`` (from :meth:`async_client`, reused across
+        calls) or a client of its own; same checks, same retry policy."""
         return await self._aget(client, BALANCE_PATH, CreditBalance.from_response)
 
     def list_transactions(self, limit: int = 50, offset: int = 0) -> TransactionPage:
         """One page of the credit history, newest first (``GET /api/v1/credits/transactions``).
 
-        :param limit: 1..100, checked before sending.
-        :param offset: transactions to skip, >= 0.
-        :return: the page asked for (``offset`` echoed in ``meta.offset``, at most ``limit`` items,
-            newest first, no id twice), or a LocalLeadsResponseError.
+        :param limit: 1..100 and ``offset`` >= 0, both checked before sending. A page that is not the
+            one asked for (offset, size, order, an id twice) is a LocalLeadsResponseError.
         """
         params = {"limit": validate_limit("limit", limit), "offset": _validate_offset(offset)}
         redact = self.settings.redact
@@ -255,10 +206,8 @@ class LocalLeadsHook(BaseHook):
         return self._get(TRANSACTIONS_PATH, build, params)
 
     def iter_transactions(self, page_size: int = MAX_PAGE_SIZE) -> Iterator[CreditTransaction]:
-        """Every transaction, newest first, each exactly once even when new ones arrive while it pages.
-
-        One page in memory at a time; see :func:`airflow_provider_localleads.client.pagination.iter_exactly_once`
-        for exactly what is promised when the history changes, and how many requests it takes.
+        """Every transaction, newest first, each exactly once even when new ones arrive while it pages
+        (what that promises, and the requests it takes: ``client.pagination.iter_exactly_once``).
 
         :param page_size: transactions per request, 1..100.
         """
@@ -266,32 +215,26 @@ class LocalLeadsHook(BaseHook):
             lambda limit, offset: self.list_transactions(limit=limit, offset=offset), page_size
         )
 
-    # ------------------------------------------------------------------ credit planning
+    def require_credits(self, cost: int | CostFromHistory, on_insufficient: str = "fail") -> CreditBalance:
+        """CheckCreditsOperator's check inside any task, so the task that spends checks for itself.
 
-    def require_credits(self, cost: int, on_insufficient: str = "fail") -> CreditBalance:
-        """CheckCreditsOperator's check inside any task, so the task that spends can check for itself.
+        One balance read (a CostFromHistory first reads the history it needs and logs its estimate,
+        as the operator does). Not enough credits: ``"fail"`` raises InsufficientCreditsError (no
+        retry), ``"skip"`` AirflowSkipException, with the operator's message. Bad arguments are a
+        ValueError before any request.
 
-        One balance read. Not enough credits: ``"fail"`` raises InsufficientCreditsError (fails
-        without retrying), ``"skip"`` AirflowSkipException (this task is skipped), with the
-        operator's message.
-
-        :param cost: credits about to be spent, a whole number >= 0 (checked before the request).
-        :param on_insufficient: ``"fail"`` or ``"skip"``; anything else is a ValueError.
+        :param cost: credits about to be spent, a whole number >= 0, or a CostFromHistory.
         :return: the balance, which covers ``cost``.
         """
-        cost = check_credit_request(cost, on_insufficient)
+        credits = required_cost(self, cost, on_insufficient)
         balance = self.get_balance()
-        enforce_credits(balance, cost, on_insufficient)
+        enforce_credits(balance, credits, on_insufficient)
         return balance
 
     def get_usage(self, days: int = 30, *, now: datetime | None = None) -> CreditUsage:
-        """What was spent in the last ``days`` days, and when the available credits run out at that rate.
-
-        One balance read, then the history back to ``days`` ago only.
-
-        :param days: the window, whole days >= 1.
-        :param now: the window's end (aware; default now): for reports of a fixed moment, and tests.
-        """
+        """What was spent in the last ``days`` days (whole, >= 1) before ``now`` (aware; default: now),
+        and when the available credits run out at that rate: one balance read, and the history back
+        to ``days`` ago only."""
         days, moment = validate_days(days), utc_moment(now)
         return summarize_usage(self.get_balance(), self.iter_transactions(), days, moment)
 
@@ -308,6 +251,7 @@ class LocalLeadsHook(BaseHook):
 
 
 def _validate_offset(value: object) -> int:
-    if type(value) is not int or value < 0:
+    offset = python_whole_number(value)
+    if offset is None or offset < 0:
         raise ValueError(f"offset must be a whole number >= 0, got {value!r}")
-    return value
+    return offset

@@ -1,4 +1,8 @@
-"""Validation of task arguments shared by the operator and the sensor."""
+"""Validation of task arguments shared by the operator, the sensor and require_credits.
+
+At DAG-parse time a bad value is a ValueError (the DAG does not load); once rendered, when the task
+runs, it is LocalLeadsInvalidArgumentError, which fails without retrying.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,17 @@ from airflow_provider_localleads.client.values import whole_number
 from airflow_provider_localleads.exceptions import LocalLeadsInvalidArgumentError
 
 ON_INSUFFICIENT_CHOICES = ("fail", "skip")
+
+
+def check_on_insufficient(value: object, *, owner: str) -> None:
+    """Refuse anything but ``"fail"`` or ``"skip"`` (never templated: checked where it is given)."""
+    if value not in ON_INSUFFICIENT_CHOICES:
+        raise ValueError(f"{owner}: on_insufficient must be 'fail' or 'skip', got {value!r}")
+
+
+def is_template(value: object) -> bool:
+    """A string Airflow will render (so it can only be checked once rendered, when the task runs)."""
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 
 def parse_estimated_cost(value: object, *, task_id: str) -> int:
@@ -25,20 +40,24 @@ def parse_estimated_cost(value: object, *, task_id: str) -> int:
     return cost
 
 
-def is_template(value: object) -> bool:
-    """A string Airflow will render (so it can only be checked once rendered, when the task runs)."""
-    return isinstance(value, str) and ("{{" in value or "{%" in value)
+def check_estimated_cost(value: object, *, task_id: str) -> None:
+    """At DAG-parse time, refuse a literal ``estimated_cost`` that is no cost (``-5``, ``1.5``, ``"12 credits"``)
+    as a ValueError, with the message it would fail with when the task runs. What Airflow renders or
+    resolves then (a template string, an object with ``template_fields`` such as CostFromHistory, an
+    XComArg) is checked then."""
+    if is_template(value) or hasattr(value, "template_fields") or hasattr(value, "resolve"):
+        return
+    try:
+        parse_estimated_cost(value, task_id=task_id)
+    except LocalLeadsInvalidArgumentError as err:
+        raise ValueError(str(err)) from None
 
 
 def parse_optional_count(
     value: object, *, field: str, minimum: int, task_id: str, at_parse: bool = False
 ) -> int | None:
-    """``None`` (off), or a whole number >= ``minimum`` (a rendered ``"30"`` is 30).
-
-    At parse time (``at_parse``) a template is let through to be checked when rendered, and a bad value
-    is a ValueError (the DAG does not load); when the task runs it is LocalLeadsInvalidArgumentError,
-    which fails without retrying.
-    """
+    """``None`` (off), or a whole number >= ``minimum`` (a rendered ``"30"`` is 30); at parse time
+    (``at_parse``) a template is let through, to be checked once rendered."""
     if value is None or (at_parse and is_template(value)):
         return None
     number = whole_number(value)
@@ -52,3 +71,16 @@ def parse_optional_count(
     if at_parse:
         raise ValueError(message)
     raise LocalLeadsInvalidArgumentError(message)
+
+
+def check_low_credits_hook(on_low_credits: object, warn_below: object, owner: str) -> None:
+    """Parse-time check: ``on_low_credits`` is a notifier or callable, and only given with ``warn_below``."""
+    if on_low_credits is None:
+        return
+    if not callable(on_low_credits):
+        raise ValueError(
+            f"{owner}: on_low_credits must be an Airflow notifier (e.g. SlackNotifier(...)) or a callable taking "
+            f"the CreditBalance, got {on_low_credits!r} ({type(on_low_credits).__name__})"
+        )
+    if warn_below is None:
+        raise ValueError(f"{owner}: on_low_credits is only called below warn_below; set warn_below=<credits> too")

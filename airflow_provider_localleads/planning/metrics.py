@@ -1,9 +1,14 @@
-"""Credit gauges sent through Airflow's Stats (only when ``[metrics] statsd_on`` or OTel is set up)."""
+"""Credit metrics through Airflow's Stats (sent only when ``[metrics] statsd_on`` or OTel is set up).
+
+A metric must never fail a task or a watcher: any error from the metrics backend is logged and dropped.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
+
+from airflow.providers.common.compat.sdk import Stats
 
 log = logging.getLogger(__name__)
 
@@ -11,35 +16,28 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
 
 
 def emit_credit_gauges(conn_id: str, available: int, needed: int) -> None:
-    """Gauge available and needed credits per connection, e.g. ``localleads.available_credits.<conn>``.
-
-    Metrics must never fail a task: any error from the metrics backend is logged and dropped.
-    """
-    try:
-        from airflow.providers.common.compat.sdk import Stats
-
-        name = _UNSAFE.sub("_", conn_id)
-        Stats.gauge(f"localleads.available_credits.{name}", available)
-        Stats.gauge(f"localleads.needed_credits.{name}", needed)
-    except Exception:
-        log.debug("Could not emit LocalLeads credit gauges", exc_info=True)
+    """Gauge available and needed credits per connection, e.g. ``localleads.available_credits.<conn>``."""
+    _send("localleads.available_credits", conn_id, available)
+    _send("localleads.needed_credits", conn_id, needed)
 
 
 def emit_low_credits(conn_id: str) -> None:
     """Count a low-credit warning (``warn_below``) per connection: ``localleads.low_credits.<conn>``."""
-    _count("localleads.low_credits", conn_id)
+    _send("localleads.low_credits", conn_id)
 
 
 def count_watcher_error(conn_id: str) -> None:
     """Count a credit watcher's failed poll, ``localleads.watcher_errors.<conn>``: it has no task to fail."""
-    _count("localleads.watcher_errors", conn_id)
+    _send("localleads.watcher_errors", conn_id)
 
 
-def _count(metric: str, conn_id: str) -> None:
-    """``Stats.incr`` of ``<metric>.<conn>``; like the gauges, never raises."""
+def _send(metric: str, conn_id: str, gauge: int | None = None) -> None:
+    """``Stats.gauge`` of ``<metric>.<conn>`` to ``gauge``, or ``Stats.incr`` without one."""
+    name = f"{metric}.{_UNSAFE.sub('_', conn_id)}"
     try:
-        from airflow.providers.common.compat.sdk import Stats
-
-        Stats.incr(f"{metric}.{_UNSAFE.sub('_', conn_id)}")
+        if gauge is None:
+            Stats.incr(name)
+        else:
+            Stats.gauge(name, gauge)
     except Exception:
-        log.debug("Could not count %s", metric, exc_info=True)
+        log.debug("Could not send the metric %s", name, exc_info=True)

@@ -1,8 +1,7 @@
 """What CheckCreditsOperator and CreditsSensor do around the credit check: the estimate, the forecast,
-the low-credit warning.
+the low-credit warning, in one place so the two tasks log, push and notify the same way.
 
-In one place so the two tasks log, push and notify the same way. Each function takes the running task
-(for its log, id and connection) and the task's context (for XCom).
+Each function takes the running task (for its log, id and connection) and the task's context (for XCom).
 """
 
 from __future__ import annotations
@@ -10,25 +9,15 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
+from airflow.providers.common.compat.notifier import BaseNotifier
+
+from airflow_provider_localleads.exceptions import LocalLeadsError
+from airflow_provider_localleads.planning.metrics import emit_low_credits
+from airflow_provider_localleads.planning.usage import summarize_usage, utc_moment
+
 if TYPE_CHECKING:
     from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
     from airflow_provider_localleads.models import CreditBalance, CreditUsage
-
-__all__ = ["check_low_credits_hook", "notify_low_credits", "read_forecast", "report_estimate", "resolve_task_cost"]
-
-#: Keys added to the task context a notifier gets, for its templates (``{{ localleads_balance.available_credits }}``).
-BALANCE_KEY = "localleads_balance"
-LOW_CREDITS_KEY = "localleads_low_credits"
-
-
-def resolve_task_cost(task: Any, hook: LocalLeadsHook, context: Any) -> int:
-    """The task's ``estimated_cost`` as a number; a CostFromHistory estimate is logged and pushed first."""
-    from airflow_provider_localleads.estimates import resolve_cost
-
-    cost, estimate = resolve_cost(task.estimated_cost, hook, task.task_id)  # a bad number: no request
-    if estimate is not None:
-        report_estimate(task, context, estimate.to_dict())
-    return cost
 
 
 def report_estimate(task: Any, context: Any, estimate: dict[str, Any]) -> None:
@@ -42,16 +31,12 @@ def read_forecast(
 ) -> CreditUsage | None:
     """The usage over the last ``days`` days (None when ``forecast_days`` is off), pushed as XCom ``forecast``.
 
-    With ``balance`` (just read for the check) only the history back to ``days`` ago is read;
-    without, one more balance read too (``get_usage``). The forecast is information: if it cannot be
-    read, the check's outcome stands and a warning says why, rather than failing (or, for the
-    sensor, prolonging) a check that has already been answered.
+    With ``balance`` (just read for the check) only the history is read; without, the balance too.
+    The forecast is information: if it cannot be read, the check's outcome stands and a warning says
+    why, rather than failing (or, for the sensor, prolonging) a check that has already been answered.
     """
     if days is None:
         return None
-    from airflow_provider_localleads.exceptions import LocalLeadsError
-    from airflow_provider_localleads.planning.usage import summarize_usage, utc_moment
-
     try:
         if balance is None:
             usage = hook.get_usage(days)
@@ -64,51 +49,28 @@ def read_forecast(
     return usage
 
 
-def check_low_credits_hook(on_low_credits: object, warn_below: object, owner: str) -> None:
-    """Parse-time check: ``on_low_credits`` is a notifier or callable, and only given with ``warn_below``."""
-    if on_low_credits is None:
-        return
-    if not callable(on_low_credits):
-        raise ValueError(
-            f"{owner}: on_low_credits must be an Airflow notifier (e.g. SlackNotifier(...)) or a callable taking "
-            f"the CreditBalance, got {on_low_credits!r} ({type(on_low_credits).__name__})"
-        )
-    if warn_below is None:
-        raise ValueError(f"{owner}: on_low_credits is only called below warn_below; set warn_below=<credits> too")
-
-
 def notify_low_credits(
     task: Any, context: Any, balance: CreditBalance, cost: int, warn_below: int, on_low_credits: Any
 ) -> None:
     """Warn (log and metric) when ``available - cost < warn_below``, and call ``on_low_credits`` once.
 
-    A notifier (``BaseNotifier``) is called with the task context, to which ``localleads_balance``
-    (the balance dict) and ``localleads_low_credits`` (cost, remaining, warn_below, conn id) are added
-    for its templates; it renders a copy, so the DAG's notifier object keeps its templates for the
-    next run. Any other callable gets the ``CreditBalance``. A failing callback is logged and does
-    not fail the task: the warning is about credits, and the check itself has its answer.
+    A notifier gets the task context plus ``localleads_balance`` and ``localleads_low_credits`` for its
+    templates, and renders a copy, so the DAG's notifier keeps its templates for the next run. Any
+    other callable gets the ``CreditBalance``. A failing callback is logged and does not fail the
+    task: the warning is about credits, and the check itself has its answer.
     """
-    from airflow_provider_localleads.planning.metrics import emit_low_credits
-
     remaining = balance.available_credits - cost
     if remaining >= warn_below:
         return
-    task.log.warning(
-        "Low LocalLeads credits: %d left after this run's %d (warn_below=%d); %s",
-        remaining,
-        cost,
-        warn_below,
-        balance.summary(),
-    )
+    warning = "Low LocalLeads credits: %d left after this run's %d (warn_below=%d); %s"
+    task.log.warning(warning, remaining, cost, warn_below, balance.summary())
     emit_low_credits(task.localleads_conn_id)
     if on_low_credits is None:
         return
     try:
-        from airflow.providers.common.compat.notifier import BaseNotifier
-
         if isinstance(on_low_credits, BaseNotifier):
-            context[BALANCE_KEY] = balance.to_dict()
-            context[LOW_CREDITS_KEY] = {
+            context["localleads_balance"] = balance.to_dict()
+            context["localleads_low_credits"] = {
                 "conn_id": task.localleads_conn_id,
                 "available_credits": balance.available_credits,
                 "estimated_cost": cost,

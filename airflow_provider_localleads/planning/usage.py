@@ -14,9 +14,8 @@ from datetime import datetime, timedelta
 
 import pendulum
 
+from airflow_provider_localleads.client.values import python_whole_number
 from airflow_provider_localleads.models import CreditBalance, CreditTransaction, CreditUsage
-
-__all__ = ["DEDUCTION", "recent_deductions", "summarize_usage", "utc_moment", "validate_days"]
 
 DEDUCTION = "DEDUCTION"
 
@@ -31,9 +30,10 @@ def utc_moment(now: datetime | None, name: str = "now") -> pendulum.DateTime:
 
 
 def validate_days(days: object) -> int:
-    if type(days) is not int or days < 1:
+    number = python_whole_number(days)
+    if number is None or number < 1:
         raise ValueError(f"days must be a whole number of days >= 1, got {days!r}")
-    return days
+    return number
 
 
 def recent_deductions(transactions: Iterable[CreditTransaction], since: datetime) -> Iterator[CreditTransaction]:

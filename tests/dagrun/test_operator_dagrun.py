@@ -172,11 +172,15 @@ def test_fail_when_short_fails_without_retrying(run_dag, make_dag, sandbox_conn,
 
 
 @pytest.mark.parametrize("cost", ["abc", "-5", "1.5", True, -5, 1.5, "", " 7 x"])
-def test_bad_cost_fails_at_once_without_any_request(run_dag, make_dag, sandbox_conn, failures, cost):
+def test_bad_rendered_cost_fails_at_once_without_any_request(run_dag, make_dag, sandbox_conn, failures, cost):
     sandbox = sandbox_conn.sandbox
-    with make_dag() as dag:
+    with make_dag(params={"cost": cost}) as dag:
         CheckCreditsOperator(
-            task_id="check", estimated_cost=cost, retries=2, retry_delay=NO_RETRY_DELAY, **failures.callbacks()
+            task_id="check",
+            estimated_cost="{{ params.cost }}",
+            retries=2,
+            retry_delay=NO_RETRY_DELAY,
+            **failures.callbacks(),
         )
 
     result = run_dag(dag)
@@ -189,7 +193,16 @@ def test_bad_cost_fails_at_once_without_any_request(run_dag, make_dag, sandbox_c
     assert isinstance(error, LocalLeadsInvalidArgumentError)
     assert isinstance(error, AirflowFailException)
     assert "estimated_cost" in str(error)
-    assert repr(cost) in str(error)
+    assert repr(str(cost)) in str(error)  # as rendered: a template renders to a string
+
+
+@pytest.mark.parametrize("cost", ["abc", "-5", "1.5", True, -5, 1.5, "", " 7 x", "12 credits"])
+def test_bad_literal_cost_is_a_parse_time_error(make_dag, localleads_sandbox, cost):
+    with make_dag(), pytest.raises(ValueError, match="estimated_cost must render to a non-negative whole") as info:
+        CheckCreditsOperator(task_id="check", estimated_cost=cost)
+    assert repr(cost) in str(info.value)
+    assert "'check'" in str(info.value)
+    assert localleads_sandbox.request_count() == 0
 
 
 # ---------------------------------------------------------------------------------------------- 5

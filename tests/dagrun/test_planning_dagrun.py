@@ -48,7 +48,7 @@ class EstimateCost(BaseOperator):
 class PaidWork(BaseOperator):
     """A task that spends credits and checks for itself first (``require_credits``)."""
 
-    def __init__(self, *, cost: int, on_insufficient: str = "fail", **kwargs: Any) -> None:
+    def __init__(self, *, cost: int | CostFromHistory, on_insufficient: str = "fail", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.cost = cost
         self.on_insufficient = on_insufficient
@@ -162,6 +162,42 @@ def test_require_credits_in_the_paid_task_itself(run_dag, make_dag, sandbox_conn
     assert isinstance(error, InsufficientCreditsError)
     assert str(error).startswith("Not enough LocalLeads credits: needs 83 credits, 82 available (monthly 100")
     assert sandbox.request_count(BALANCE_PATH) == 3  # one per checking task; after_skip never ran
+
+
+def test_require_credits_resolves_a_cost_from_history_in_the_paid_task(
+    run_dag, make_dag, sandbox_conn, failures, task_log
+):
+    """The paid task needs no number from elsewhere: require_credits(CostFromHistory(...)) estimates, logs, checks."""
+    sandbox = sandbox_conn.sandbox
+    roofer_runs(sandbox)  # max 40
+    day = (datetime.now(UTC) - timedelta(minutes=20)).date().isoformat()  # the older run's
+    sandbox.set_balance(monthly=100, bonus=0, used=50)  # 50 available
+    with make_dag() as dag:
+        PaidWork(task_id="fits", cost=CostFromHistory("Lead search: Roofers*"))  # +20% = 48
+        PaidWork(
+            task_id="short",
+            cost=CostFromHistory("Lead search: Roofers*", margin=0.5),  # +50% = 60
+            retries=2,
+            retry_delay=NO_RETRY_DELAY,
+            **failures.callbacks(),
+        )
+
+    result = run_dag(dag)
+
+    assert dict(result) == {"fits": "success", "short": "failed"}
+    assert SPENT == ["fits"]
+    assert result.xcom("fits")["available_credits"] == 50
+    assert result.try_number("short") == 1  # not retried
+    assert failures.retries == {}
+    error = failures.error("short")
+    assert isinstance(error, InsufficientCreditsError)
+    assert str(error).startswith("Not enough LocalLeads credits: needs 60 credits, 50 available (monthly 100")
+    out = task_log()
+    basis = f"Estimated cost: max of 2 runs since {day} matching 'Lead search: Roofers*' is 40 credits"
+    assert f"{basis}, +20% = 48" in out  # the operator's line, from the hook's log
+    assert f"{basis}, +50% = 60" in out
+    assert sandbox.request_count(TRANSACTIONS_PATH) == 2  # one history page per task
+    assert sandbox.request_count(BALANCE_PATH) == 2
 
 
 # ------------------------------------------------------------------------ the sensor, with an estimate

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pendulum
@@ -13,7 +12,8 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSkipException
 from loopback_support import ConnSetter, HookFactory
 
-from airflow_provider_localleads.exceptions import InsufficientCreditsError
+from airflow_provider_localleads.estimates import CostFromHistory
+from airflow_provider_localleads.exceptions import InsufficientCreditsError, NoCostHistoryError
 from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
 from airflow_provider_localleads.models import CreditBalance, CreditUsage
 from airflow_provider_localleads.operators.credits import CheckCreditsOperator
@@ -102,6 +102,74 @@ def test_require_credits_refuses_a_cost_that_is_not_a_whole_number(
     with pytest.raises(ValueError, match=r"cost must be a whole number of credits >= 0, got .*CostFromHistory"):
         sandbox_hook.require_credits(cost)
     assert localleads_sandbox.request_count() == 0
+
+
+def roofer_runs(sandbox: SandboxServer) -> str:
+    """Two recent 'Lead search: Roofers*' runs of 30 and 40 credits; returns the day of the older one."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    for minutes, amount in ((20, -30), (10, -40)):
+        sandbox.add_transaction(
+            "DEDUCTION", amount, "Lead search: Roofers in Reno, NV", now - timedelta(minutes=minutes)
+        )
+    return (now - timedelta(minutes=20)).date().isoformat()
+
+
+def test_require_credits_resolves_a_cost_from_history_and_logs_it_like_the_operator(
+    doc_balance: SandboxServer, sandbox_hook: LocalLeadsHook, caplog: pytest.LogCaptureFixture, capsys: Any
+) -> None:
+    day = roofer_runs(doc_balance)
+
+    with caplog.at_level("INFO"):
+        balance = sandbox_hook.require_credits(CostFromHistory("Lead search: Roofers*"))  # 48 of 82
+
+    assert balance == CreditBalance.from_api(doc_balance.balance())
+    line = f"Estimated cost: max of 2 runs since {day} matching 'Lead search: Roofers*' is 40 credits, +20% = 48"
+    # The hook's log: structlog prints on Airflow 3, stdlib logging on 2.11.
+    assert line in capsys.readouterr().out + caplog.text
+    assert [r.path for r in doc_balance.requests] == [TRANSACTIONS_PATH, BALANCE_PATH]  # one page, one balance
+
+
+def test_require_credits_with_a_cost_from_history_that_is_too_high_fails_or_skips_as_the_operator_does(
+    doc_balance: SandboxServer, sandbox_hook: LocalLeadsHook
+) -> None:
+    roofer_runs(doc_balance)
+    cost = CostFromHistory("Lead search: Roofers*", margin=1.1)  # ceil(40 * 2.1) = 84, 82 available
+    operator = CheckCreditsOperator(task_id="check", estimated_cost=cost, localleads_conn_id="ll_sandbox")
+
+    with pytest.raises(InsufficientCreditsError) as from_hook:
+        sandbox_hook.require_credits(cost)
+    with pytest.raises(InsufficientCreditsError) as from_operator:
+        operator.execute({"ti": _NoXCom()})
+    with pytest.raises(AirflowSkipException) as skipped:
+        sandbox_hook.require_credits(cost, on_insufficient="skip")
+
+    assert str(from_hook.value) == str(from_operator.value)
+    balance = CreditBalance.from_api(doc_balance.balance())
+    assert str(from_hook.value) == insufficient_credits_message(84, balance)
+    assert str(skipped.value) == shortfall_message(84, balance)
+
+
+def test_require_credits_checks_its_arguments_before_reading_the_history(
+    localleads_sandbox: SandboxServer, sandbox_hook: LocalLeadsHook
+) -> None:
+    with pytest.raises(ValueError, match="require_credits: on_insufficient must be 'fail' or 'skip', got 'skp'"):
+        sandbox_hook.require_credits(CostFromHistory("Lead search: *"), on_insufficient="skp")
+    assert localleads_sandbox.request_count() == 0
+
+
+def test_require_credits_without_a_matching_history_fails_before_reading_the_balance(
+    localleads_sandbox: SandboxServer, sandbox_hook: LocalLeadsHook
+) -> None:
+    with pytest.raises(NoCostHistoryError, match="matching 'Lead search: Astronauts\\*'"):
+        sandbox_hook.require_credits(CostFromHistory("Lead search: Astronauts*"))
+    assert localleads_sandbox.request_count(BALANCE_PATH) == 0
+    with pytest.raises(InsufficientCreditsError, match="needs 500 credits"):
+        sandbox_hook.require_credits(CostFromHistory("Lead search: Astronauts*", default=500))
+
+
+class _NoXCom:
+    def xcom_push(self, key: str, value: Any) -> None:
+        pass
 
 
 # ------------------------------------------------------------------------------------------ get_usage
@@ -249,9 +317,13 @@ def test_get_usage_reads_only_the_pages_of_its_window(set_conn: ConnSetter, make
         usage = make_hook("ll_long").get_usage(1, now=NOW)
 
         assert (usage.deductions, usage.spent) == (len(in_window), sum(-t["amount"] for t in in_window))
-        assert sandbox.request_count(TRANSACTIONS_PATH) == 15
-        assert 1 + math.ceil((3000 - 100) / 98) > 15  # the whole listing would take 31
+        pages = [r.query for r in sandbox.requests if r.path == TRANSACTIONS_PATH]
+        assert [int(page["offset"]) for page in pages] == [98 * i for i in range(15)]
+        assert int(pages[-1]["offset"]) + int(pages[-1]["limit"]) < 3000  # stopped well before the end
         assert sandbox.request_count(BALANCE_PATH) == 1
+        # The whole listing, for comparison: 31 pages (100, then 98 new each).
+        assert len(list(make_hook("ll_long").iter_transactions())) == 3000
+        assert sandbox.request_count(TRANSACTIONS_PATH) == 15 + 31
 
 
 @pytest.mark.parametrize("days", [0, -1, True, 1.5, "30", None])

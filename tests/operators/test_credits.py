@@ -149,9 +149,25 @@ def test_not_enough_skip_without_downstream_tasks_still_pushes_the_balance(
 # ------------------------------------------------------------------------------------- bad arguments
 
 
-@pytest.mark.parametrize("cost", ["abc", "-5", "1.5", True, False, 1.5, None, -5, "", " 7 x", "٣"], ids=ascii)
-def test_bad_cost_fails_before_any_request(localleads_sandbox, localleads_sandbox_connection, cost):
-    op = CheckCreditsOperator(task_id="check_cost", estimated_cost=cost)
+BAD_COSTS = ["abc", "-5", "1.5", True, False, 1.5, None, -5, "", " 7 x", "٣", "12 credits", [5]]
+
+
+@pytest.mark.parametrize("cost", BAD_COSTS, ids=ascii)
+def test_bad_literal_cost_is_refused_when_the_dag_is_parsed(localleads_sandbox, cost):
+    with pytest.raises(ValueError, match="estimated_cost must render to a non-negative whole number") as info:
+        CheckCreditsOperator(task_id="check_cost", estimated_cost=cost)
+
+    assert not isinstance(info.value, AirflowFailException)  # a DAG that does not load, not a failed task
+    message = str(info.value)
+    assert repr(cost) in message
+    assert "'check_cost'" in message
+    assert localleads_sandbox.request_count() == 0
+
+
+@pytest.mark.parametrize("cost", BAD_COSTS, ids=ascii)
+def test_bad_rendered_cost_fails_before_any_request(localleads_sandbox, localleads_sandbox_connection, cost):
+    op = CheckCreditsOperator(task_id="check_cost", estimated_cost="{{ params.cost }}")
+    op.estimated_cost = cost  # what rendering assigns (a native-object DAG renders to any type)
 
     with pytest.raises(LocalLeadsInvalidArgumentError) as info:
         op.execute(context_for(op))
@@ -161,6 +177,21 @@ def test_bad_cost_fails_before_any_request(localleads_sandbox, localleads_sandbo
     assert "estimated_cost" in message
     assert repr(cost) in message
     assert "'check_cost'" in message
+    assert localleads_sandbox.request_count() == 0
+
+
+def test_templates_cost_from_history_and_xcom_args_are_checked_when_the_task_runs(localleads_sandbox):
+    from airflow_provider_localleads.estimates import CostFromHistory
+
+    with DAG("op_unit_deferred_costs", schedule=None, start_date=START, catchup=False):
+        upstream = Work(task_id="estimate")
+        for task_id, cost in [
+            ("template", "{{ params.cost }}"),
+            ("statement", "{% if params.big %}500{% else %}5{% endif %}"),
+            ("history", CostFromHistory("Lead search: *")),
+            ("xcom", upstream.output),
+        ]:
+            assert CheckCreditsOperator(task_id=task_id, estimated_cost=cost).estimated_cost is cost
     assert localleads_sandbox.request_count() == 0
 
 
