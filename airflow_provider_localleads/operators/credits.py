@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import BaseOperator, SkipMixin
 
 from airflow_provider_localleads._compat import skip_downstream
-from airflow_provider_localleads.estimates import CostFromHistory, resolve_cost
+from airflow_provider_localleads.estimates import CostFromHistory
 from airflow_provider_localleads.exceptions import InsufficientCreditsError
 from airflow_provider_localleads.planning.arguments import (
     check_estimated_cost,
@@ -19,7 +19,7 @@ from airflow_provider_localleads.planning.arguments import (
 )
 from airflow_provider_localleads.planning.check import enough_message, insufficient_credits_message, shortfall_message
 from airflow_provider_localleads.planning.metrics import emit_credit_gauges
-from airflow_provider_localleads.planning.tasks import notify_low_credits, read_forecast, report_estimate
+from airflow_provider_localleads.planning.tasks import notify_low_credits, read_forecast, resolve_task_cost
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -101,9 +101,7 @@ class CheckCreditsOperator(BaseOperator, SkipMixin):
         days = parse_optional_count(self.forecast_days, field="forecast_days", minimum=1, task_id=self.task_id)
         warn_below = parse_optional_count(self.warn_below, field="warn_below", minimum=0, task_id=self.task_id)
         with LocalLeadsHook(self.localleads_conn_id) as hook:
-            cost, estimate = resolve_cost(self.estimated_cost, hook, self.task_id)  # a bad number: no request
-            if estimate is not None:
-                report_estimate(self, context, estimate.to_dict())
+            cost = resolve_task_cost(self, hook, context)
             balance = hook.get_balance()
             forecast = read_forecast(self, hook, context, days, balance)
         emit_credit_gauges(self.localleads_conn_id, balance.available_credits, cost)

@@ -25,6 +25,12 @@ def with_forecast(text: str, forecast: CreditUsage | None) -> str:
     return text if forecast is None else f"{text}; {forecast.summary()}"
 
 
+def timeout_message(cost: int | None, last: CreditBalance | None) -> str:
+    """What a timed-out wait says in every mode (the trigger's event; the sensor's poke/reschedule timeout)."""
+    seen = f"last seen: {last.summary()}" if last is not None else "no balance could be read"
+    return f"Timed out waiting for {'' if cost is None else f'{cost} '}LocalLeads credits ({seen})"
+
+
 def enough_message(cost: int, balance: CreditBalance, forecast: CreditUsage | None = None) -> str:
     return with_forecast(f"Enough LocalLeads credits: needs {cost}, {balance.summary()}", forecast)
 

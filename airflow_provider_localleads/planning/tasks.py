@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.notifier import BaseNotifier
 
+from airflow_provider_localleads.estimates import resolve_cost
 from airflow_provider_localleads.exceptions import LocalLeadsError
 from airflow_provider_localleads.planning.metrics import emit_low_credits
 from airflow_provider_localleads.planning.usage import summarize_usage, utc_moment
@@ -18,6 +19,14 @@ from airflow_provider_localleads.planning.usage import summarize_usage, utc_mome
 if TYPE_CHECKING:
     from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
     from airflow_provider_localleads.models import CreditBalance, CreditUsage
+
+
+def resolve_task_cost(task: Any, hook: LocalLeadsHook, context: Any) -> int:
+    """The task's ``estimated_cost`` as a number; a CostFromHistory estimate is logged and pushed first."""
+    cost, estimate = resolve_cost(task.estimated_cost, hook, task.task_id)  # a bad number: no request
+    if estimate is not None:
+        report_estimate(task, context, estimate.to_dict())
+    return cost
 
 
 def report_estimate(task: Any, context: Any, estimate: dict[str, Any]) -> None:

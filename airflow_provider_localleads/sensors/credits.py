@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+# The hook (its HTTP stack, ~0.3 s) and the trigger module are imported where they are used: DAG files
+# import this module, and parsing them must not pay for either.
 import time
 from collections.abc import Sequence
 from datetime import timedelta
@@ -9,13 +11,19 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowSensorTimeout, BaseSensorOperator, PokeReturnValue, conf
 
+from airflow_provider_localleads import exceptions
+from airflow_provider_localleads.client.retry import is_transient
 from airflow_provider_localleads.client.values import seconds
-from airflow_provider_localleads.planning.arguments import parse_optional_count
+from airflow_provider_localleads.estimates import CostFromHistory
+from airflow_provider_localleads.exceptions import LocalLeadsError
+from airflow_provider_localleads.planning.arguments import check_estimated_cost, parse_optional_count
+from airflow_provider_localleads.planning.check import enough_message, timeout_message, waiting_message
+from airflow_provider_localleads.planning.metrics import emit_credit_gauges
+from airflow_provider_localleads.planning.tasks import read_forecast, resolve_task_cost
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
-    from airflow_provider_localleads.estimates import CostFromHistory
     from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
     from airflow_provider_localleads.models import CreditBalance
 
@@ -67,6 +75,7 @@ class CreditsSensor(BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, **kwargs)
+        check_estimated_cost(estimated_cost, task_id=self.task_id)
         parse_optional_count(forecast_days, field="forecast_days", minimum=1, task_id=self.task_id, at_parse=True)
         self.estimated_cost = estimated_cost
         self.localleads_conn_id = localleads_conn_id
@@ -84,8 +93,6 @@ class CreditsSensor(BaseSensorOperator):
     def _cost(self, hook: LocalLeadsHook, context: Context) -> int:
         """This run's cost, resolved (and a CostFromHistory estimate logged and pushed) at its first poke."""
         if self._resolved is None:
-            from airflow_provider_localleads.planning.tasks import resolve_task_cost
-
             self._resolved = resolve_task_cost(self, hook, context)  # a bad number: no request
         return self._resolved
 
@@ -95,17 +102,10 @@ class CreditsSensor(BaseSensorOperator):
         try:
             return super().execute(context)
         except AirflowSensorTimeout as err:  # Airflow's own message says only how long it waited
-            from airflow_provider_localleads.triggers.credits import timeout_message
-
             raise AirflowSensorTimeout(f"{timeout_message(self._resolved, self._last_seen)}: {err}") from err
 
     def poke(self, context: Context) -> PokeReturnValue:
-        from airflow_provider_localleads.client.retry import is_transient
-        from airflow_provider_localleads.exceptions import LocalLeadsError
         from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
-        from airflow_provider_localleads.planning.check import enough_message, waiting_message
-        from airflow_provider_localleads.planning.metrics import emit_credit_gauges
-        from airflow_provider_localleads.planning.tasks import read_forecast
 
         days = self._forecast_days()
         try:
@@ -156,9 +156,6 @@ class CreditsSensor(BaseSensorOperator):
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired. Its error or timeout is raised for Airflow's ``resume_execution``
         to map (soft_fail, never_fail); anything but a well-formed event fails (never a silent pass)."""
-        from airflow_provider_localleads import exceptions
-        from airflow_provider_localleads.estimates import CostFromHistory
-
         if isinstance(self.estimated_cost, CostFromHistory):
             self._repeat_estimate(context)
         status = event.get("status") if isinstance(event, dict) else None
@@ -195,7 +192,6 @@ class CreditsSensor(BaseSensorOperator):
         if days is None:
             return
         from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
-        from airflow_provider_localleads.planning.tasks import read_forecast
 
         with LocalLeadsHook(self.localleads_conn_id) as hook:
             forecast = read_forecast(self, hook, context, days)

@@ -17,18 +17,12 @@ from airflow.triggers.base import TriggerEvent
 
 from airflow_provider_localleads.exceptions import LocalLeadsError
 from airflow_provider_localleads.models import CreditBalance
-from airflow_provider_localleads.planning.check import enough_message
+from airflow_provider_localleads.planning.check import enough_message, timeout_message
 from airflow_provider_localleads.triggers.poll import FIRST_POLL_IMPORTS, HOOK_MODULE, BalancePollTrigger
 
-__all__ = ["CLASSPATH", "FIRST_POLL_IMPORTS", "HOOK_MODULE", "CreditsTrigger", "timeout_message"]
+__all__ = ["CLASSPATH", "FIRST_POLL_IMPORTS", "HOOK_MODULE", "CreditsTrigger"]
 
 CLASSPATH = "airflow_provider_localleads.triggers.credits.CreditsTrigger"
-
-
-def timeout_message(cost: int | None, last: CreditBalance | None) -> str:
-    """What a timed-out wait says in every mode (the trigger's event; the sensor's poke/reschedule timeout)."""
-    seen = f"last seen: {last.summary()}" if last is not None else "no balance could be read"
-    return f"Timed out waiting for {'' if cost is None else f'{cost} '}LocalLeads credits ({seen})"
 
 
 class CreditsTrigger(BalancePollTrigger):

@@ -8,6 +8,7 @@ reschedule loops, the triggerer resuming the task) is proven by tests/dagrun/tes
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -139,9 +140,25 @@ def test_an_unreadable_answer_fails_at_once(sandbox):
     assert sandbox.request_count(BALANCE_PATH) == 1
 
 
-def test_a_bad_cost_fails_before_any_request(sandbox):
-    with pytest.raises(LocalLeadsInvalidArgumentError, match=r"estimated_cost.*'lots'"):
-        sensor(estimated_cost="lots").poke({})
+BAD_COSTS = ["lots", "-5", "1.5", True, 1.5, -5, "12 credits"]
+
+
+@pytest.mark.parametrize("cost", BAD_COSTS, ids=ascii)
+def test_a_bad_literal_cost_is_refused_when_the_dag_is_parsed(sandbox, cost):
+    with pytest.raises(ValueError, match="estimated_cost must render to a non-negative whole number") as info:
+        sensor(estimated_cost=cost)
+    assert not isinstance(info.value, LocalLeadsInvalidArgumentError)  # a DAG that does not load
+    assert repr(cost) in str(info.value)
+    assert "'wait'" in str(info.value)
+    assert sandbox.request_count() == 0
+
+
+@pytest.mark.parametrize("cost", BAD_COSTS, ids=ascii)
+def test_a_bad_rendered_cost_fails_before_any_request(sandbox, cost):
+    waiting = sensor(estimated_cost="{{ params.cost }}")  # a template passes the parse-time check
+    waiting.estimated_cost = cost  # what rendering assigns
+    with pytest.raises(LocalLeadsInvalidArgumentError, match=r"estimated_cost.*" + re.escape(repr(cost))):
+        waiting.poke({})
     assert sandbox.request_count() == 0
 
 
@@ -231,8 +248,12 @@ def test_first_check_applies_soft_fail_and_never_fail_like_poke_mode(sandbox, mo
     elif problem == "unreadable":
         sandbox.malformed_next("html")
     wait = sensor(
-        estimated_cost="lots" if problem == "bad_cost" else 50, deferrable=True, **({flag: True} if flag else {})
+        estimated_cost="{{ params.cost }}" if problem == "bad_cost" else 50,
+        deferrable=True,
+        **({flag: True} if flag else {}),
     )
+    if problem == "bad_cost":
+        wait.estimated_cost = "lots"  # rendered (a literal "lots" would not even parse)
 
     with pytest.raises(outcome) as info:
         wait.execute({})
