@@ -253,10 +253,11 @@ def test_soft_fail_treats_permanent_errors_alike_in_every_mode(
     deferrable path's first check on the worker must agree."""
     if problem == "wrong_key":
         sandbox_conn.set(api_key="wrong-key-soft-fail")
-    with make_dag() as dag:
+    # A bad cost is rendered from params: a literal one would stop the DAG from loading.
+    with make_dag(params={"cost": "lots"}) as dag:
         CreditsSensor(
             task_id="wait",
-            estimated_cost=50 if problem == "wrong_key" else "lots",
+            estimated_cost=50 if problem == "wrong_key" else "{{ params.cost }}",
             poke_interval=0.5,
             timeout=60,
             **{flag: True},
