@@ -368,9 +368,14 @@ WHEEL_LINES = ("3.3.2", "2.11.2")
 
 
 def _wheel_envs(pytest_args: list[str]) -> dict[str, dict[str, str]]:
-    """For a whole run, or one naming tests/packaging: build, install the wheel into a clean venv per
-    selected WHEEL_LINES line, and return the variables that line's pytest run gets for it."""
-    if pytest_args and not any(arg.startswith("tests/packaging") for arg in pytest_args):
+    """For a whole run (no arguments), or one naming tests/packaging or a folder holding it: build,
+    install the wheel into a clean venv per selected WHEEL_LINES line, and return the variables that
+    line's pytest run gets for it."""
+    packaging = ROOT / "tests" / "packaging"
+    paths = [(ROOT / arg.split("::")[0]).resolve() for arg in pytest_args if not arg.startswith("-")]
+    if pytest_args and not any(
+        path == packaging or path in packaging.parents or packaging in path.parents for path in paths
+    ):
         return {}
     versions = [version for version in _versions() if version in WHEEL_LINES]
     if not versions:
