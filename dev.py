@@ -286,7 +286,7 @@ def _report_latest(version: str, newest_python: Path, pytest_args: list[str], pa
         if locked.get(name) != newest.get(name)
     ]
     rel = constraints_file(version).relative_to(ROOT)
-    _log(f"Airflow {version}: today's newest differs from {rel} in {len(changed)} packages")
+    _log(f"Airflow {version}: today's newest differs from {rel} in {len(changed)} package(s)")
     for entry in changed:
         print(f"    {entry}")
     if passed:
