@@ -191,7 +191,7 @@ class CostFromHistory:
         :raises NoCostHistoryError: no run matches and there is no ``default`` (fails without retrying).
         :raises LocalLeadsInvalidArgumentError: ``match`` rendered to something that is not a pattern.
         """
-        from airflow_provider_localleads._history import utc_moment
+        from airflow_provider_localleads.planning.usage import utc_moment
 
         pattern = self._pattern(task_id)  # before any request
         return self._estimate(hook.iter_transactions(), utc_moment(now), pattern, task_id)
@@ -213,7 +213,7 @@ class CostFromHistory:
         pattern: str,
         task_id: str | None,
     ) -> CostEstimate:
-        from airflow_provider_localleads._history import recent_deductions
+        from airflow_provider_localleads.planning.usage import recent_deductions
 
         window_start = now - self.lookback
         costs: list[int] = []
@@ -275,7 +275,7 @@ def resolve_cost(
     if isinstance(estimated_cost, CostFromHistory):
         estimate = estimated_cost.estimate(hook, now, task_id=task_id)
         return estimate.cost, estimate
-    from airflow_provider_localleads._arguments import parse_estimated_cost
+    from airflow_provider_localleads.planning.arguments import parse_estimated_cost
 
     return parse_estimated_cost(estimated_cost, task_id=task_id), None
 

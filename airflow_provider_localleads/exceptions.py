@@ -1,13 +1,8 @@
 """The errors this provider raises, one class per thing an operator on call can do something about.
 
-Every error is a :class:`LocalLeadsError` (an ``AirflowException``), carries the request path, the
-HTTP status and the server's request id when there was one, and says what to do next. None of them
-ever contains the API key: messages are built only from the path, status, request id and a short,
-sanitised excerpt of the server's answer.
-
-``transient`` tells callers (the sensor, the trigger) whether waiting and asking again may help:
-rate limits, server errors and network problems are transient; a wrong key, a bad request or an
-answer we cannot understand is not.
+Every error says what to do next and carries the request path, HTTP status and request id when
+there were ones; none contains the API key (messages quote only redacted excerpts of the answer).
+``transient`` says whether waiting and asking again may help (the sensor and trigger keep waiting).
 """
 
 from __future__ import annotations
@@ -18,7 +13,6 @@ from airflow.providers.common.compat.sdk import AirflowException, AirflowFailExc
 class LocalLeadsError(AirflowException):
     """Base class of every error raised by the LocalLeads provider."""
 
-    #: Whether trying again later may succeed (used by the sensor and trigger to keep waiting).
     transient: bool = False
 
     def __init__(

@@ -13,12 +13,13 @@ answer: what the hook's endpoint methods hand to its request helper.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
 import pendulum
 
+from airflow_provider_localleads.client.values import iso_z, shorten
 from airflow_provider_localleads.exceptions import LocalLeadsResponseError
 
 __all__ = [
@@ -55,54 +56,57 @@ def _utc(value: datetime) -> pendulum.DateTime:
 
 
 def _describe(value: object) -> str:
-    """A short, safe description of a bad value for an error message."""
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{type(value).__name__} {text}"
+    """A short description of a bad value for an error message (a huge value stays short)."""
+    return f"{type(value).__name__} {shorten(repr(value), 60)}"
+
+
+def _error(message: str) -> LocalLeadsResponseError:
+    """A field error; it knows nothing of HTTP (the client adds status, path and request id)."""
+    return LocalLeadsResponseError(
+        f"Unexpected response from the LocalLeads API: {message}. The API may have changed or a proxy "
+        "answered instead of it; check the host in the connection and the provider's release notes"
+    )
+
+
+def _json_safe(model: Any, **extra: Any) -> dict[str, Any]:
+    """A model's fields (and ``extra``) as a JSON-safe dict, timestamps as ISO 8601 UTC ``Z`` strings."""
+    values = {f.name: getattr(model, f.name) for f in fields(model)} | extra
+    return {name: iso_z(v) if isinstance(v, datetime) else v for name, v in values.items()}
 
 
 class _Fields:
     """Reads fields from one JSON object, naming ``where.field`` in every error."""
 
-    def __init__(self, obj: object, where: str, path: str | None) -> None:
+    def __init__(self, obj: object, where: str) -> None:
         self.where = where
-        self.path = path
         if not isinstance(obj, Mapping):
-            raise self.error(f"{where} must be a JSON object, got {_describe(obj)}")
+            raise _error(f"{where} must be a JSON object, got {_describe(obj)}")
         self.obj: Mapping[str, Any] = obj
-
-    def error(self, message: str) -> LocalLeadsResponseError:
-        return LocalLeadsResponseError(
-            f"Unexpected response from the LocalLeads API: {message}. The API may have changed or a proxy "
-            "answered instead of it; check the host in the connection and the provider's release notes",
-            path=self.path,
-        )
 
     def _get(self, name: str) -> Any:
         if name not in self.obj:
-            raise self.error(f"{self.where}.{name} is missing")
+            raise _error(f"{self.where}.{name} is missing")
         return self.obj[name]
 
     def integer(self, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
         value = self._get(name)
         if isinstance(value, OversizedInteger):
-            raise self.error(f"{self.where}.{name} is out of range: {value}")
+            raise _error(f"{self.where}.{name} is out of range: {value}")
         # bool is an int subclass in Python; `true` is not a credit count.
         if type(value) is not int:
-            raise self.error(f"{self.where}.{name} must be an integer, got {_describe(value)}")
+            raise _error(f"{self.where}.{name} must be an integer, got {_describe(value)}")
         if minimum is not None and value < minimum:
-            raise self.error(f"{self.where}.{name} must be >= {minimum}, got {value}")
+            raise _error(f"{self.where}.{name} must be >= {minimum}, got {value}")
         if maximum is not None and value > maximum:
-            raise self.error(f"{self.where}.{name} must be <= {maximum}, got {value}")
+            raise _error(f"{self.where}.{name} must be <= {maximum}, got {value}")
         return value
 
     def string(self, name: str, *, non_empty: bool = False) -> str:
         value = self._get(name)
         if not isinstance(value, str):
-            raise self.error(f"{self.where}.{name} must be a string, got {_describe(value)}")
+            raise _error(f"{self.where}.{name} must be a string, got {_describe(value)}")
         if non_empty and not value:
-            raise self.error(f"{self.where}.{name} must not be empty")
+            raise _error(f"{self.where}.{name} must not be empty")
         return value
 
     def timestamp(self, name: str) -> pendulum.DateTime:
@@ -110,17 +114,13 @@ class _Fields:
         try:
             parsed = datetime.fromisoformat(raw)
         except ValueError:
-            raise self.error(f"{self.where}.{name} must be an ISO 8601 timestamp, got {_describe(raw)}") from None
+            raise _error(f"{self.where}.{name} must be an ISO 8601 timestamp, got {_describe(raw)}") from None
         if parsed.tzinfo is None or parsed.utcoffset() is None:
-            raise self.error(f"{self.where}.{name} has no time zone: {_describe(raw)}")
+            raise _error(f"{self.where}.{name} has no time zone: {_describe(raw)}")
         try:
             return _utc(parsed)
         except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 is before year 1 in UTC
-            raise self.error(f"{self.where}.{name} is out of range in UTC: {_describe(raw)}") from None
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+            raise _error(f"{self.where}.{name} is out of range in UTC: {_describe(raw)}") from None
 
 
 def _on(year: int, month: int, day: int, time_of: datetime) -> pendulum.DateTime:
@@ -181,20 +181,12 @@ class CreditBalance:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (what operators push to XCom); timestamps as ISO 8601 UTC strings."""
-        return {
-            "monthly_credits": self.monthly_credits,
-            "bonus_credits": self.bonus_credits,
-            "used_credits": self.used_credits,
-            "available_credits": self.available_credits,
-            "reset_day": self.reset_day,
-            "last_reset_at": _iso(self.last_reset_at),
-            "next_reset_at": _iso(self.next_reset_at),
-        }
+        return _json_safe(self, next_reset_at=self.next_reset_at)
 
     @classmethod
-    def from_api(cls, data: object, *, path: str | None = None) -> CreditBalance:
+    def from_api(cls, data: object) -> CreditBalance:
         """Parse the ``data`` object of a balance answer; raise LocalLeadsResponseError naming the field."""
-        f = _Fields(data, "data", path)
+        f = _Fields(data, "data")
         balance = cls(
             monthly_credits=f.integer("monthlyCredits", minimum=0),
             bonus_credits=f.integer("bonusCredits", minimum=0),
@@ -210,8 +202,7 @@ class CreditBalance:
             raise LocalLeadsResponseError(
                 "Unexpected response from the LocalLeads API: data.lastResetAt "
                 f"{balance.last_reset_at.isoformat()} is too close to the end of the calendar to compute the "
-                "next reset; check the host in the connection",
-                path=path,
+                "next reset; check the host in the connection"
             ) from None
         return balance
 
@@ -234,17 +225,11 @@ class CreditTransaction:
     created_at: pendulum.DateTime
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "type": self.type,
-            "amount": self.amount,
-            "description": self.description,
-            "created_at": _iso(self.created_at),
-        }
+        return _json_safe(self)
 
     @classmethod
-    def from_api(cls, data: object, *, where: str = "data[]", path: str | None = None) -> CreditTransaction:
-        f = _Fields(data, where, path)
+    def from_api(cls, data: object, *, where: str = "data[]") -> CreditTransaction:
+        f = _Fields(data, where)
         return cls(
             id=f.string("id", non_empty=True),
             type=f.string("type", non_empty=True),
@@ -269,22 +254,17 @@ class TransactionPage:
         return self.offset + len(self.items) < self.total
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "items": [t.to_dict() for t in self.items],
-            "total": self.total,
-            "limit": self.limit,
-            "offset": self.offset,
-        }
+        return _json_safe(self, items=[t.to_dict() for t in self.items])
 
     @classmethod
-    def from_api(cls, data: object, meta: object, *, path: str | None = None) -> TransactionPage:
+    def from_api(cls, data: object, meta: object) -> TransactionPage:
         if not isinstance(data, list):
-            raise _Fields({}, "body", path).error(f"body.data must be a JSON array, got {_describe(data)}")
-        m = _Fields(meta, "meta", path)
-        items = tuple(CreditTransaction.from_api(item, where=f"data[{i}]", path=path) for i, item in enumerate(data))
+            raise _error(f"body.data must be a JSON array, got {_describe(data)}")
+        m = _Fields(meta, "meta")
+        items = tuple(CreditTransaction.from_api(item, where=f"data[{i}]") for i, item in enumerate(data))
         limit = m.integer("limit", minimum=1)
         if len(items) > limit:
-            raise m.error(f"data has {len(items)} items, more than meta.limit={limit}")
+            raise _error(f"data has {len(items)} items, more than meta.limit={limit}")
         return cls(items=items, total=m.integer("total", minimum=0), limit=limit, offset=m.integer("offset", minimum=0))
 
     @classmethod
@@ -335,16 +315,7 @@ class CreditUsage:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (for XCom); timestamps as ISO 8601 UTC strings, ``runs_out_at`` None or one."""
-        return {
-            "spent": self.spent,
-            "per_day": self.per_day,
-            "deductions": self.deductions,
-            "since": _iso(self.since),
-            "next_reset_at": _iso(self.next_reset_at),
-            "runs_out_at": None if self.runs_out_at is None else _iso(self.runs_out_at),
-            "days": self.days,
-            "available_credits": self.available_credits,
-        }
+        return _json_safe(self)
 
 
 def _rate(per_day: float) -> str:

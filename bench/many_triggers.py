@@ -199,7 +199,7 @@ def _cold_child(mode: str, count: int, interval: float) -> dict[str, Any]:
 
             manager = SharedStreamManager()
         else:
-            poll_module = importlib.import_module("airflow_provider_localleads.triggers._poll")
+            poll_module = importlib.import_module("airflow_provider_localleads.triggers.poll")
             poll_module.NATIVE_SHARED_STREAMS = mode == "private"
         await asyncio.sleep(0)
         imports.recording = gc_pauses.recording = True  # from here on, what the loop's thread runs is the first poll's
@@ -264,7 +264,7 @@ def _child(mode: str, measure: str, count: int, interval: float, intervals: int,
     # loop would show up as one-off lag that has nothing to do with the number of triggers.
     import airflow_provider_localleads.hooks.localleads  # noqa: F401
     from airflow_provider_localleads.sandbox import SandboxClient
-    from airflow_provider_localleads.triggers import _poll
+    from airflow_provider_localleads.triggers import poll as _poll
     from airflow_provider_localleads.triggers.credits import CreditsTrigger
 
     async def warm_up() -> None:
@@ -434,7 +434,7 @@ def main() -> int:
 
     # Imported here, not at the top: a cold-start child runs this file too and must load nothing extra.
     from airflow_provider_localleads.sandbox import SandboxClient
-    from airflow_provider_localleads.triggers._poll import NATIVE_SHARED_STREAMS
+    from airflow_provider_localleads.triggers.poll import NATIVE_SHARED_STREAMS
 
     modes = [m for m in args.modes.split(",") if m in MODES and (m != "native" or NATIVE_SHARED_STREAMS)]
     measures = [m for m in ("lag", "memory", "cold") if m in args.measures.split(",")]

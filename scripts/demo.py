@@ -11,6 +11,8 @@ What ``python3 dev.py demo`` runs (or ``.venv/bin/python scripts/demo.py`` with 
 
    * ``localleads_preflight`` with enough credits: check, search (spends), report;
    * ``localleads_preflight`` with far too few: the check short-circuits, the rest is skipped;
+   * ``localleads_paid_search`` with far too few: the paid task's own check fails it, nothing spent;
+   * ``localleads_preflight`` with a wrong API key: the check fails at once, without retrying;
    * ``localleads_wait_for_credits``: the deferrable sensor waits until the demo tops the sandbox up;
    * ``localleads_credit_audit``: summarises the whole credit history;
 
@@ -236,6 +238,12 @@ class Scenario:
     xcom_tasks: tuple[str, ...] = ()
     #: Extra checks: (run record, details) -> list of problems.
     checks: list[Callable[[RunRecord, dict[str, Any]], list[str]]] = field(default_factory=list)
+    #: The DAG run's expected end state (a failed run is the point of some scenarios).
+    expected_run: str = "success"
+    #: Environment for this run only (e.g. a connection with a wrong key).
+    env: dict[str, str] = field(default_factory=dict)
+    #: Text of the log line to show: what a person on call would read.
+    shows: str | None = None
 
 
 @contextmanager
@@ -295,7 +303,11 @@ def _check_audit(record: RunRecord, details: dict[str, Any]) -> list[str]:
     return []
 
 
-def build_scenarios(available: int) -> list[Scenario]:
+def _wrong_key(connection_json: str) -> str:
+    return json.dumps({**json.loads(connection_json), "password": "not-the-sandbox-key"})
+
+
+def build_scenarios(available: int, connection_json: str) -> list[Scenario]:
     short_cost = 5000
     wait_cost = TOP_UP_AMOUNT
     after_first = available - 30
@@ -319,6 +331,31 @@ def build_scenarios(available: int) -> list[Scenario]:
             expected_change=0,
             xcom_tasks=("check_credits",),
             checks=[_check_preflight_xcom],
+        ),
+        Scenario(
+            name="paid-search-short",
+            dag_id="localleads_paid_search",
+            conf={"estimated_cost": short_cost},
+            story=f"the paid task checks for itself: needs {short_cost}, {after_first} available: it fails unspent",
+            expected_tasks={"run_lead_search": "failed"},
+            expected_change=0,
+            expected_run="failed",
+            shows="Not enough LocalLeads credits",
+        ),
+        Scenario(
+            name="wrong-key",
+            dag_id="localleads_preflight",
+            conf={"estimated_cost": 30},
+            story="the connection holds a wrong API key: the check fails at once, without retrying",
+            expected_tasks={
+                "check_credits": "failed",
+                "run_lead_search": "upstream_failed",
+                "report": "upstream_failed",
+            },
+            expected_change=0,
+            expected_run="failed",
+            env={"AIRFLOW_CONN_LOCALLEADS_DEFAULT": _wrong_key(connection_json)},
+            shows="The LocalLeads API refused the API key",
         ),
         Scenario(
             name="wait-for-credits",
@@ -353,6 +390,7 @@ def run_scenario(index: int, total: int, scenario: Scenario, sandbox: Any, env: 
     args = ["dags", "test", scenario.dag_id, "-c", conf_json]
     details: dict[str, Any] = {"before": sandbox.state.available_credits}
 
+    env = {**env, **scenario.env}
     if scenario.name == "wait-for-credits":
         with top_up_once_waiting(sandbox, details):
             code, elapsed = run_airflow(args, log_file, env, RUN_TIMEOUT_SECONDS)
@@ -364,7 +402,7 @@ def run_scenario(index: int, total: int, scenario: Scenario, sandbox: Any, env: 
     problems: list[str] = []
     if code is None:
         problems.append(f"`airflow dags test` did not finish within {RUN_TIMEOUT_SECONDS:.0f} s (stopped)")
-    elif code != 0:
+    elif code != 0 and scenario.expected_run == "success":
         problems.append(f"`airflow dags test` exited with status {code}")
     record = latest_new_run(scenario.dag_id, seen, scenario.xcom_tasks)
     if record is None:
@@ -377,8 +415,8 @@ def run_scenario(index: int, total: int, scenario: Scenario, sandbox: Any, env: 
             say(f"      {task_id:<{width}}  {actual:<8}  {mark}")
             if actual != expected:
                 problems.append(f"task {task_id} is {actual}, expected {expected}")
-        if record.state != "success":
-            problems.append(f"the DAG run is {record.state}, expected success")
+        if record.state != scenario.expected_run:
+            problems.append(f"the DAG run is {record.state}, expected {scenario.expected_run}")
         for check in scenario.checks:
             problems += check(record, details)
 
@@ -402,6 +440,12 @@ def run_scenario(index: int, total: int, scenario: Scenario, sandbox: Any, env: 
             f"      spent in the last {summary['recent_days']} days: {summary['spent_recent']}"
             + (f"; biggest deduction: {biggest['amount']} ({biggest['description']})" if biggest else "")
         )
+    if scenario.shows is not None:
+        line = _log_line(log_file, scenario.shows)
+        if line is None:
+            problems.append(f"the log does not say {scenario.shows!r}")
+        else:
+            say(f"      the task said: {line}")
     verdict = green("as expected") if not problems else red("NOT as expected")
     say(f"      {verdict}  ({elapsed:.1f} s, log: {rel(log_file)})")
     for problem in problems:
@@ -410,6 +454,16 @@ def run_scenario(index: int, total: int, scenario: Scenario, sandbox: Any, env: 
         say(tail(log_file))
     say()
     return not problems
+
+
+def _log_line(path: Path, text: str, limit: int = 330) -> str | None:
+    """The first mention of ``text`` in a run's log, from there to the end of its line (cut to ``limit``)."""
+    for line in path.read_text(errors="replace").splitlines():
+        start = line.find(text)
+        if start != -1:
+            found = line[start:].strip()
+            return found if len(found) <= limit else found[: limit - 3] + "..."
+    return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -459,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"      done in {elapsed:.1f} s")
         say()
 
-        scenarios = build_scenarios(sandbox.state.available_credits)
+        scenarios = build_scenarios(sandbox.state.available_credits, sandbox.connection_json())
         seen: set[str] = set()
         results = [
             run_scenario(i, len(scenarios), scenario, sandbox, env, seen)

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_localleads._retry import RetryPolicy
+from airflow_provider_localleads.client.retry import RetryPolicy
 from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
 
 #: Fast backoff for tests where the backoff itself is not the point (Retry-After still wins when sent).

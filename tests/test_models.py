@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from loopback_support import BALANCE_DATA
 
+from airflow_provider_localleads.client.responses import parse_answer
 from airflow_provider_localleads.exceptions import LocalLeadsResponseError
 from airflow_provider_localleads.models import (
     CreditBalance,
@@ -191,11 +192,17 @@ def test_balance_data_that_is_not_an_object_is_refused(data: object) -> None:
         CreditBalance.from_api(data)
 
 
-def test_balance_error_carries_the_request_path() -> None:
+def test_balance_error_knows_no_http_and_gets_the_request_path_from_the_client() -> None:
+    # The models know nothing of HTTP; parse_answer attaches status, path and request id in one place.
+    with pytest.raises(LocalLeadsResponseError) as bare:
+        CreditBalance.from_api(balance_data(usedCredits="43"))
+    assert (bare.value.path, bare.value.http_status, bare.value.request_id) == (None, None, None)
+    body = json.dumps({"success": True, "data": balance_data(usedCredits="43")}).encode()
     with pytest.raises(LocalLeadsResponseError) as info:
-        CreditBalance.from_api(balance_data(usedCredits="43"), path="/api/v1/credits/balance")
+        parse_answer(200, {}, body, path="/api/v1/credits/balance", redact=str, build=CreditBalance.from_response)
     assert info.value.path == "/api/v1/credits/balance"
     assert "/api/v1/credits/balance" in str(info.value)
+    assert info.value.summary == bare.value.summary
     assert info.value.transient is False
 
 

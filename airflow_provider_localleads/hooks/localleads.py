@@ -3,8 +3,8 @@
 The hook holds what comes from the connection (settings, a pooled session) and one short method per
 endpoint over one private request helper, :meth:`LocalLeadsHook._get` (and its async twin
 :meth:`LocalLeadsHook._aget`). Below it, each in one module: one HTTP attempt
-(:mod:`~airflow_provider_localleads._transport`), retries (:mod:`~airflow_provider_localleads._retry`),
-judging answers (:mod:`~airflow_provider_localleads._responses`) and the models.
+(:mod:`~airflow_provider_localleads.client.transport`), retries (:mod:`~airflow_provider_localleads.client.retry`),
+judging answers (:mod:`~airflow_provider_localleads.client.responses`) and the models.
 
 Adding an endpoint: a model with ``from_response(body)``, one method here calling ``_get``, a
 sandbox route, and their tests.
@@ -23,14 +23,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_provider_localleads import CONN_FIELDS, UI_FIELD_BEHAVIOUR
-from airflow_provider_localleads._credit_check import check_credit_request, enforce_credits
-from airflow_provider_localleads._history import summarize_usage, utc_moment, validate_days
-from airflow_provider_localleads._pagination import MAX_PAGE_SIZE, TRANSACTIONS_PATH, iter_exactly_once, validate_limit
-from airflow_provider_localleads._responses import check_page, parse_answer
-from airflow_provider_localleads._retry import RetryPolicy, acall_with_retries, call_with_retries
-from airflow_provider_localleads._secrets import register_key
-from airflow_provider_localleads._settings import ConnectionSettings, settings_from_connection
-from airflow_provider_localleads._transport import (
+from airflow_provider_localleads.client.pagination import (
+    MAX_PAGE_SIZE,
+    TRANSACTIONS_PATH,
+    iter_exactly_once,
+    validate_limit,
+)
+from airflow_provider_localleads.client.responses import check_page, parse_answer
+from airflow_provider_localleads.client.retry import RetryPolicy, acall_with_retries, call_with_retries
+from airflow_provider_localleads.client.secrets import register_key
+from airflow_provider_localleads.client.settings import ConnectionSettings, settings_from_connection
+from airflow_provider_localleads.client.transport import (
     USER_AGENT,
     Params,
     asend,
@@ -40,6 +43,8 @@ from airflow_provider_localleads._transport import (
 )
 from airflow_provider_localleads.exceptions import LocalLeadsError
 from airflow_provider_localleads.models import CreditBalance, CreditTransaction, CreditUsage, TransactionPage
+from airflow_provider_localleads.planning.check import check_credit_request, enforce_credits
+from airflow_provider_localleads.planning.usage import summarize_usage, utc_moment, validate_days
 
 if TYPE_CHECKING:
     import httpx
@@ -252,7 +257,7 @@ class LocalLeadsHook(BaseHook):
     def iter_transactions(self, page_size: int = MAX_PAGE_SIZE) -> Iterator[CreditTransaction]:
         """Every transaction, newest first, each exactly once even when new ones arrive while it pages.
 
-        One page in memory at a time; see :func:`airflow_provider_localleads._pagination.iter_exactly_once`
+        One page in memory at a time; see :func:`airflow_provider_localleads.client.pagination.iter_exactly_once`
         for exactly what is promised when the history changes, and how many requests it takes.
 
         :param page_size: transactions per request, 1..100.

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, SkipMixin
 
-from airflow_provider_localleads._arguments import ON_INSUFFICIENT_CHOICES, parse_optional_count
-from airflow_provider_localleads._planning import check_low_credits_hook
+from airflow_provider_localleads.planning.arguments import ON_INSUFFICIENT_CHOICES, parse_optional_count
+from airflow_provider_localleads.planning.tasks import check_low_credits_hook
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -91,15 +91,15 @@ class CheckCreditsOperator(BaseOperator, SkipMixin):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_localleads._compat import skip_downstream
-        from airflow_provider_localleads._credit_check import (
+        from airflow_provider_localleads.exceptions import InsufficientCreditsError
+        from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
+        from airflow_provider_localleads.planning.check import (
             enough_message,
             insufficient_credits_message,
             shortfall_message,
         )
-        from airflow_provider_localleads._metrics import emit_credit_gauges
-        from airflow_provider_localleads._planning import notify_low_credits, read_forecast, resolve_task_cost
-        from airflow_provider_localleads.exceptions import InsufficientCreditsError
-        from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
+        from airflow_provider_localleads.planning.metrics import emit_credit_gauges
+        from airflow_provider_localleads.planning.tasks import notify_low_credits, read_forecast, resolve_task_cost
 
         # Rendered arguments are checked before any request.
         days = parse_optional_count(self.forecast_days, field="forecast_days", minimum=1, task_id=self.task_id)

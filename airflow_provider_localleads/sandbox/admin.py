@@ -17,7 +17,7 @@ from airflow_provider_localleads.sandbox.controls import CONTROLS, Control
 from airflow_provider_localleads.sandbox.state import InsufficientCredits, SandboxState
 from airflow_provider_localleads.sandbox.wire import ADMIN_PREFIX, Answer, error_answer, json_bytes
 
-__all__ = ["ROUTES", "answer", "match"]
+__all__ = ["ROUTES", "answer", "listing", "match"]
 
 
 def _routes() -> dict[str, dict[str, Control]]:
@@ -48,15 +48,24 @@ def match(route: str) -> tuple[Mapping[str, Control], dict[str, str]]:
     return {}, {}
 
 
+def listing() -> list[dict[str, Any]]:
+    """Every admin route with its method, fields and what it does: the answer of ``GET /_sandbox/``."""
+    return [control.describe() for verbs in ROUTES.values() for control in verbs.values()]
+
+
 def answer(state: SandboxState, method: str, path: str, query: Mapping[str, str], raw_body: bytes) -> Answer:
-    """Route an admin request to its control and shape the answer."""
+    """Route an admin request to its control and shape the answer (``GET /_sandbox/`` lists the routes)."""
     route = path[len(ADMIN_PREFIX) :] if path.startswith(ADMIN_PREFIX) else ""
+    if route == "" and method == "GET":
+        return Answer(200, json_bytes({"success": True, "data": listing()}))
     verbs, path_args = match(route)
     if not verbs:
-        return error_answer(404, f"Not found; admin endpoints are under {ADMIN_PREFIX}")
+        return error_answer(404, f"Not found; GET {ADMIN_PREFIX} lists the admin routes and their fields")
     control = verbs.get(method)
     if control is None:
-        return error_answer(405, f"Method {method} not allowed", {"Allow": ", ".join(sorted(verbs))})
+        allowed = ", ".join(sorted(verbs))
+        message = f"Method {method} not allowed here ({allowed}); GET {ADMIN_PREFIX} lists the routes"
+        return error_answer(405, message, {"Allow": allowed})
     try:
         body = json.loads(raw_body) if raw_body.strip() else {}
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

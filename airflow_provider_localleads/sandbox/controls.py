@@ -26,6 +26,7 @@ from typing import Any, Final, cast
 from airflow_provider_localleads.sandbox.faults import Fault, FaultShortcuts
 from airflow_provider_localleads.sandbox.requestlog import RecordedRequest
 from airflow_provider_localleads.sandbox.state import SandboxState
+from airflow_provider_localleads.sandbox.wire import ADMIN_PREFIX
 
 __all__ = ["CONTROLS", "Control", "SandboxControls", "check_fields", "invoke"]
 
@@ -77,6 +78,8 @@ class Control:
     decode: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
     encode: Callable[[Kwargs], dict[str, Any]] = _jsonable
     shared: bool = False
+    #: The body's fields where ``decode`` reads other ones than the method's arguments.
+    wire_fields: tuple[str, ...] | None = None
 
     def call(self, state: SandboxState, kwargs: Kwargs) -> Any:
         if self.run is None:
@@ -101,6 +104,18 @@ class Control:
     @property
     def required(self) -> tuple[str, ...]:
         return tuple(p.name for p in self._parameters if p.default is p.empty and p.name in self.fields)
+
+    def describe(self) -> dict[str, Any]:
+        """What ``GET /_sandbox/`` says of this control's route: method, path, fields, what it does."""
+        function = getattr(SandboxControls, self.name, None) or getattr(SandboxState, self.name, None)
+        doc = (inspect.getdoc(function) or "").split("\n\n")[0].replace("\n", " ").split(" See :")[0]
+        return {
+            "method": self.verb,
+            "path": f"{ADMIN_PREFIX}{self.route}",
+            "fields": list(self.wire_fields or self.fields),
+            "required": [] if self.wire_fields else list(self.required),
+            "does": doc,
+        }
 
     def from_admin(self, path_args: Mapping[str, str], query: Mapping[str, str], body: Mapping[str, Any]) -> Kwargs:
         """The arguments of an admin request (``ValueError`` for an unknown or missing field)."""
@@ -157,6 +172,7 @@ CONTROLS: Final[Mapping[str, Control]] = {
             data=lambda state, fault, kwargs: {**fault.to_json(), "times": kwargs["times"]},
             decode=_decode_fault,
             encode=_encode_fault,
+            wire_fields=_FAULT_FIELDS,
         ),
         Control("pending_faults", "faults"),
         Control(

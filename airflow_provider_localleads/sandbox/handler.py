@@ -32,8 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["IDLE_TIMEOUT_SECONDS", "MAX_BODY_BYTES", "SandboxHTTPServer"]
 
-# The server's logger name, kept from before the split so log configuration keeps working.
-log = logging.getLogger("airflow_provider_localleads.sandbox.server")
+log = logging.getLogger(__name__)
 
 #: Largest request body read (admin JSON is tiny); bigger ones get 413 and the connection is closed.
 MAX_BODY_BYTES: Final = 1 << 20

@@ -21,14 +21,13 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Final, Self, cast
 
-# SandboxClient and SandboxError are re-exported: they were defined here before the split.
-from airflow_provider_localleads.sandbox.client import SandboxClient, SandboxError
+from airflow_provider_localleads.sandbox.client import SandboxClient
 from airflow_provider_localleads.sandbox.controls import SandboxControls, invoke
 from airflow_provider_localleads.sandbox.handler import SandboxHTTPServer
 from airflow_provider_localleads.sandbox.requestlog import RecordedRequest
 from airflow_provider_localleads.sandbox.state import SandboxState
 
-__all__ = ["DEFAULT_API_KEY", "SandboxClient", "SandboxError", "SandboxServer", "is_loopback_host"]
+__all__ = ["DEFAULT_API_KEY", "SandboxServer", "is_loopback_host"]
 
 log = logging.getLogger(__name__)
 

@@ -17,16 +17,12 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-# Re-exported: these names were importable from this module before the sandbox was split by concern.
 from airflow_provider_localleads.sandbox.faults import (
-    ERROR_KINDS,
-    FAULT_KINDS,
-    MALFORMED_KINDS,
     Fault,
     FaultQueue,
     FaultShortcuts,
 )
-from airflow_provider_localleads.sandbox.history import TRANSACTION_TYPES, History, Transaction
+from airflow_provider_localleads.sandbox.history import TRANSACTION_TYPES, History
 from airflow_provider_localleads.sandbox.requestlog import DEFAULT_MAX_LOGGED_REQUESTS, RecordedRequest, RequestLog
 from airflow_provider_localleads.sandbox.values import (
     check_int,
@@ -37,26 +33,8 @@ from airflow_provider_localleads.sandbox.values import (
     to_millis,
     utc_now,
 )
-from airflow_provider_localleads.sandbox.wire import API_PREFIX, BALANCE_PATH, TRANSACTIONS_PATH
 
-__all__ = [
-    "API_PREFIX",
-    "BALANCE_PATH",
-    "ERROR_KINDS",
-    "FAULT_KINDS",
-    "MALFORMED_KINDS",
-    "TRANSACTIONS_PATH",
-    "TRANSACTION_TYPES",
-    "Fault",
-    "FaultShortcuts",
-    "InsufficientCredits",
-    "RecordedRequest",
-    "SandboxState",
-    "Transaction",
-    "format_timestamp",
-    "most_recent_reset",
-    "parse_timestamp",
-]
+__all__ = ["InsufficientCredits", "SandboxState"]
 
 
 class InsufficientCredits(ValueError):
@@ -353,7 +331,7 @@ class SandboxState(FaultShortcuts):
     # -- snapshot ----------------------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """What ``GET /_sandbox/state`` returns."""
+        """The balance, the number of transactions, the queued faults and the request count."""
         with self._lock:
             return {
                 "balance": self.balance(),

@@ -1,15 +1,9 @@
 """CreditsTrigger: waits in the triggerer until the balance covers a cost (CreditsSensor, deferrable).
 
-Fully asynchronous: the connection is looked up with ``aget_connection``, HTTP goes through httpx,
-and every wait is an ``asyncio.sleep``, so one triggerer can hold thousands of these.
-
-**One poll per connection, not one per trigger**: every trigger for the same connection id and
-poll interval shares one balance poll in the triggerer (with the credit watchers too), natively on
-Airflow 3.3+ and in-process before; see :mod:`._poll`, which holds the key, the poll and ``run()``.
-Each trigger's ``filter_shared_stream`` decides on its own threshold.
-
-Only the connection id and numbers are serialized (they are stored in the metadata database);
-the API key is read from the connection by the triggerer when it polls.
+Fully asynchronous (``asyncio.sleep``, httpx, an asynchronous connection look-up), so one triggerer
+can hold thousands of these; and every trigger on one connection and interval shares one balance
+poll (:mod:`.poll`), each deciding on its own threshold in ``filter_shared_stream``. Only the
+connection id and numbers are serialized (stored in the metadata database): never the API key.
 """
 
 from __future__ import annotations
@@ -23,11 +17,18 @@ from airflow.triggers.base import TriggerEvent
 
 from airflow_provider_localleads.exceptions import LocalLeadsError
 from airflow_provider_localleads.models import CreditBalance
-from airflow_provider_localleads.triggers._poll import FIRST_POLL_IMPORTS, HOOK_MODULE, BalancePollTrigger
+from airflow_provider_localleads.planning.check import enough_message
+from airflow_provider_localleads.triggers.poll import FIRST_POLL_IMPORTS, HOOK_MODULE, BalancePollTrigger
 
-__all__ = ["CLASSPATH", "FIRST_POLL_IMPORTS", "HOOK_MODULE", "CreditsTrigger"]
+__all__ = ["CLASSPATH", "FIRST_POLL_IMPORTS", "HOOK_MODULE", "CreditsTrigger", "timeout_message"]
 
 CLASSPATH = "airflow_provider_localleads.triggers.credits.CreditsTrigger"
+
+
+def timeout_message(cost: int | None, last: CreditBalance | None) -> str:
+    """What a timed-out wait says in every mode (the trigger's event; the sensor's poke/reschedule timeout)."""
+    seen = f"last seen: {last.summary()}" if last is not None else "no balance could be read"
+    return f"Timed out waiting for {'' if cost is None else f'{cost} '}LocalLeads credits ({seen})"
 
 
 class CreditsTrigger(BalancePollTrigger):
@@ -35,7 +36,7 @@ class CreditsTrigger(BalancePollTrigger):
 
     Events (``TriggerEvent.payload``):
 
-    * ``{"status": "success", "balance": {...}, "estimated_cost": n}``
+    * ``{"status": "success", "balance": {...}, "estimated_cost": n, "message": "Enough LocalLeads credits: ..."}``
     * ``{"status": "error", "error_type": "LocalLeadsAuthenticationError", "message": "...", ...}``
     * ``{"status": "timeout", "message": "...", "balance": {...} | None, "estimated_cost": n}``
 
@@ -131,9 +132,9 @@ class CreditsTrigger(BalancePollTrigger):
         if isinstance(raw, CreditBalance):
             if raw.can_afford(self.estimated_cost):
                 await asyncio.sleep(self.spread)
-                self.log.info("Enough LocalLeads credits: needs %d, %s", self.estimated_cost, raw.summary())
-                payload = {"status": "success", "balance": raw.to_dict(), "estimated_cost": self.estimated_cost}
-                return TriggerEvent(payload)
+                message = enough_message(self.estimated_cost, raw)  # the line every other check logs
+                self.log.info("%s", message)
+                return self._event("success", balance=raw.to_dict(), message=message)
             if self._should_log(("waiting", raw.available_credits, raw.last_reset_at)):
                 await asyncio.sleep(self.spread)
                 self.log.info(
@@ -143,9 +144,9 @@ class CreditsTrigger(BalancePollTrigger):
                     self.poll_interval,
                 )
             return None
-        # The hook's own retry decision: transient means keep waiting. (_retry came with the hook
+        # The hook's own retry decision: transient means keep waiting. (client.retry came with the hook
         # module, imported off the loop before the first poll, so this import is a dictionary look-up.)
-        from airflow_provider_localleads._retry import is_transient
+        from airflow_provider_localleads.client.retry import is_transient
 
         if is_transient(raw):
             if self._should_log(("transient", raw.error_type)):
@@ -167,24 +168,12 @@ class CreditsTrigger(BalancePollTrigger):
 
     # ------------------------------------------------------------------ events
 
+    def _event(self, status: str, **payload: Any) -> TriggerEvent:
+        return TriggerEvent({"status": status, **payload, "estimated_cost": self.estimated_cost})
+
     def _error_event(self, error_type: str, message: str, transient: bool) -> TriggerEvent:
-        return TriggerEvent(
-            {
-                "status": "error",
-                "error_type": error_type,
-                "message": message,
-                "transient": transient,
-                "estimated_cost": self.estimated_cost,
-            }
-        )
+        return self._event("error", error_type=error_type, message=message, transient=transient)
 
     def _timeout_event(self, last: CreditBalance | None) -> TriggerEvent:
-        seen = f"last seen: {last.summary()}" if last is not None else "no balance could be read"
-        return TriggerEvent(
-            {
-                "status": "timeout",
-                "message": f"Timed out waiting for {self.estimated_cost} LocalLeads credits ({seen})",
-                "balance": last.to_dict() if last is not None else None,
-                "estimated_cost": self.estimated_cost,
-            }
-        )
+        balance = last.to_dict() if last is not None else None
+        return self._event("timeout", message=timeout_message(self.estimated_cost, last), balance=balance)

@@ -1,29 +1,16 @@
 """Credit watchers for event-driven scheduling (Airflow 3): ``AssetWatcher(name=..., trigger=...)``.
 
-* :class:`CreditsResetTrigger`: one event per new ``lastResetAt`` (the monthly reset happened).
-* :class:`CreditsThresholdTrigger`: one event each time ``available_credits`` crosses ``threshold``
-  in ``direction`` (``"above"``: from below to >= threshold; ``"below"``: from >= threshold to below).
-
 **Edge, never level.** A REST balance cannot be consumed like a queue message, and a watcher runs
 forever (Airflow drops a watcher trigger that returns and creates it again, which would fire a level
 condition over and over). So these watchers never return: they remember what they last saw and fire
-only on a change. The first observation after a start is the baseline, without an event. On Airflow
-3.3+ the last observation is kept in the watched asset's state store (``asset_state_store``), so a
-restarted triggerer compares its first observation with the stored one: a change made while it was
-down fires once, and nothing fires twice. Before 3.3 there is no store: a restart takes a new
-baseline, so a change made while the triggerer was down is missed and none is repeated.
+only on a change; the first observation after a start is the baseline. Where the last observation
+lives across a triggerer restart: :mod:`.watch_state`.
 
-**One poll.** Watchers and ``CreditsTrigger``s on the same connection and interval share one balance
-poll in the triggerer (:mod:`._poll`).
-
-**Errors never end a watcher.** Transient API errors are logged and polling goes on. Any other API
-error (a wrong key above all) is logged at ERROR on every poll and counted
-(``localleads.watcher_errors.<conn>``): a watcher has no task to fail. If the poll itself dies (e.g.
-the connection does not exist), the watcher logs, waits one interval and starts a new poll.
-
-Payload: ``{"event": "reset" | "above" | "below", "balance": CreditBalance.to_dict(),
-"threshold": n}`` (``threshold`` only from the threshold trigger). Only the connection id, numbers
-and the direction are serialized: never the API key.
+**Errors never end a watcher**, which has no task to fail: transient API errors are logged; any other
+(a wrong key above all) is logged at ERROR on every poll and counted (``localleads.watcher_errors.<conn>``);
+a poll that dies (e.g. the connection does not exist) is logged and replaced an interval later.
+Watchers and ``CreditsTrigger``s on one connection and interval share one balance poll (:mod:`.poll`).
+Only the connection id, numbers and the direction are serialized: never the API key.
 """
 
 from __future__ import annotations
@@ -35,13 +22,13 @@ from typing import Any, ClassVar
 import pendulum
 from airflow.triggers.base import TriggerEvent
 
-from airflow_provider_localleads._arguments import whole_number
 from airflow_provider_localleads._compat import AIRFLOW_V_3_0_PLUS, require_asset_watchers
-from airflow_provider_localleads._metrics import count_watcher_error
+from airflow_provider_localleads.client.values import whole_number
 from airflow_provider_localleads.exceptions import LocalLeadsError, LocalLeadsInvalidArgumentError
 from airflow_provider_localleads.models import CreditBalance
-from airflow_provider_localleads.triggers._poll import BalancePollTrigger
-from airflow_provider_localleads.triggers._watch_state import WatchState
+from airflow_provider_localleads.planning.metrics import count_watcher_error
+from airflow_provider_localleads.triggers.poll import BalancePollTrigger
+from airflow_provider_localleads.triggers.watch_state import WatchState
 
 __all__ = ["ASSET_WATCHERS_AVAILABLE", "DIRECTIONS", "CreditsResetTrigger", "CreditsThresholdTrigger"]
 
@@ -77,6 +64,7 @@ class _CreditsWatcher(BalancePollTrigger):
     """
 
     kind: ClassVar[str]
+    restarts_dead_poll = True
 
     def __init__(self, *, localleads_conn_id: str = "localleads_default", poll_interval: float = 300.0) -> None:
         what = type(self).__name__
@@ -128,18 +116,6 @@ class _CreditsWatcher(BalancePollTrigger):
             raise
         raise LocalLeadsError(f"{self._name}: the LocalLeads balance poll ended unexpectedly")
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        """Airflow < 3.3 (and ``dag.test``): the same filter; a dead poll is replaced, the state kept."""
-        while True:
-            stream = self.open_stream()
-            try:
-                async for event in self.filter_shared_stream(stream):
-                    yield event
-            except Exception:  # noqa: BLE001, S112 - logged (and waited for) by filter_shared_stream
-                continue
-            finally:
-                await stream.aclose()  # type: ignore[attr-defined]
-
     async def _on_balance(self, balance: CreditBalance) -> TriggerEvent | None:
         state = self.state
         previous = state.value
@@ -162,7 +138,7 @@ class _CreditsWatcher(BalancePollTrigger):
         return TriggerEvent(payload)
 
     def _on_error(self, raw: Any) -> None:
-        from airflow_provider_localleads._retry import is_transient  # loaded with the hook, off the loop
+        from airflow_provider_localleads.client.retry import is_transient  # loaded with the hook, off the loop
 
         if is_transient(raw):
             self.log.warning("%s: balance check failed, will retry in %g s: %s", self._name, self.poll_interval, raw)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -62,12 +61,17 @@ def test_waits_through_a_top_up_then_succeeds(run_dag, make_dag, sandbox_conn, w
     assert balance["available_credits"] == 105
     assert balance["available_credits"] >= 50
     assert balance["bonus_credits"] == 125
+    # Not before the top-up; the upper bound only says it did not run into the 30 s timeout (the top-up
+    # is seen one 0.5 s poke_interval later: 20 s is far more than five times that, for a loaded machine).
     assert 1.5 <= result.elapsed < 20
-    # It polled while waiting, at about poke_interval (not in a tight loop): ~3 polls in the 1.5 s.
-    assert 3 <= sandbox.request_count(BALANCE_PATH) <= 10
+    # It polled again while waiting, but not in a tight loop: ~3 polls at poke_interval in the 1.5 s;
+    # at least 2 (the first, and the one that saw the top-up), as a loaded machine may stretch the cadence.
+    assert 2 <= sandbox.request_count(BALANCE_PATH) <= 10
     out = task_log()
     assert "Waiting for LocalLeads credits: needs 50, 5 available" in out
     assert "next reset" in out
+    # The same success line in every mode (after a deferred wait: the trigger's, logged by execute_complete).
+    assert "Enough LocalLeads credits: needs 50, 105 available (monthly 100 + bonus 125 - used 120)" in out
     if mode == "reschedule":
         assert result.reschedule_count("wait") >= 1
     if mode == "deferrable":  # the wait happened in the trigger, which fired success with the balance
@@ -141,6 +145,7 @@ def test_timeout_fails_or_skips(run_dag, make_dag, sandbox_conn, failures, resum
 
     result = run_dag(dag)
 
+    # Not before the 2 s timeout; the upper bound (ten times it) only says the run ended, for a loaded machine.
     assert 1.9 <= result.elapsed < 20
     assert result.try_number("wait") == 1  # a sensor timeout is final, not retried
     assert failures.retries == {}
@@ -151,7 +156,10 @@ def test_timeout_fails_or_skips(run_dag, make_dag, sandbox_conn, failures, resum
         assert failures.failures == {}
     else:
         assert dict(result) == {"wait": "failed", "after": "upstream_failed"}
-        assert isinstance(failures.error("wait"), AirflowSensorTimeout)
+        error = failures.error("wait")
+        assert isinstance(error, AirflowSensorTimeout)
+        # In every mode the message says what was needed and last seen, not only how long it waited.
+        assert "Timed out waiting for 50 LocalLeads credits (last seen: 5 available" in str(error)
     if mode == "deferrable":  # the trigger's own deadline (end_at) fired, with the last balance seen
         assert [e["status"] for e in resumed] == ["timeout"]
         assert resumed[0]["balance"]["available_credits"] == 5
@@ -179,7 +187,7 @@ def test_wrong_key_fails_at_once(run_dag, make_dag, sandbox_conn, failures, resu
     result = run_dag(dag)
 
     assert dict(result) == {"wait": "failed"}
-    assert result.elapsed < 10  # far from the 60 s timeout
+    assert result.elapsed < 30  # at once, not at the 60 s timeout (half of it: room for a loaded machine)
     assert result.try_number("wait") == 1
     assert failures.retries == {}
     error = failures.error("wait")
@@ -215,7 +223,7 @@ def test_key_revoked_while_deferred_fails_from_the_trigger(
         result = run_dag(dag)
 
     assert dict(result) == {"wait": "failed"}
-    assert result.elapsed < 15
+    assert result.elapsed < 30  # at once, not at the 60 s timeout (half of it: room for a loaded machine)
     assert result.try_number("wait") == 1
     error = failures.error("wait")
     assert isinstance(error, LocalLeadsAuthenticationError)
@@ -258,9 +266,49 @@ def test_soft_fail_treats_permanent_errors_alike_in_every_mode(
 
     result = run_dag(dag)
 
-    assert result.elapsed < 10
+    assert result.elapsed < 30  # at once, not at the 60 s timeout (half of it: room for a loaded machine)
     assert dict(result) == {"wait": "skipped"}
     assert failures.failures == {}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_silent_fail_logs_a_failed_poke_and_keeps_waiting(run_dag, make_dag, sandbox_conn, task_log, mode):
+    """Airflow's silent_fail, the same in every mode: an unreadable answer (not an AirflowFailException) is
+    logged and the sensor pokes again (poke, reschedule; deferrable: on the worker, before deferring)."""
+    sandbox = sandbox_conn.sandbox
+    sandbox.malformed_next("html")
+    with make_dag() as dag:
+        CreditsSensor(task_id="wait", estimated_cost=50, poke_interval=0.3, timeout=60, silent_fail=True, **MODES[mode])
+
+    result = run_dag(dag)
+
+    assert dict(result) == {"wait": "success"}
+    assert [r.status for r in sandbox.requests] == [200, 200]  # the unreadable answer, then the balance
+    out = task_log()
+    assert "Sensor poke failed" in out
+    assert "LocalLeadsResponseError" in out
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_silent_fail_leaves_a_wrong_key_to_fail(run_dag, make_dag, sandbox_conn, failures, mode):
+    """A wrong key is an AirflowFailException: Airflow's silent_fail does not cover it, in any mode."""
+    sandbox_conn.set(api_key="wrong-key-silent-fail")
+    with make_dag() as dag:
+        CreditsSensor(
+            task_id="wait",
+            estimated_cost=50,
+            poke_interval=0.3,
+            timeout=60,
+            silent_fail=True,
+            **MODES[mode],
+            **failures.callbacks(),
+        )
+
+    result = run_dag(dag)
+
+    assert dict(result) == {"wait": "failed"}
+    assert isinstance(failures.error("wait"), LocalLeadsAuthenticationError)
+    assert sandbox_conn.sandbox.request_count(BALANCE_PATH) == 1
 
 
 def test_soft_fail_key_revoked_while_deferred_skips(run_dag, make_dag, sandbox_conn, when_polled, failures):
@@ -284,7 +332,7 @@ def test_soft_fail_key_revoked_while_deferred_skips(run_dag, make_dag, sandbox_c
         result = run_dag(dag)
 
     assert dict(result) == {"wait": "skipped"}
-    assert result.elapsed < 15
+    assert result.elapsed < 30  # at once, not at the 60 s timeout (half of it: room for a loaded machine)
     assert [r.status for r in sandbox.requests][-1] == 401
 
 
@@ -337,11 +385,13 @@ def test_execute_complete_timeout_and_success(sensor):
         sensor.execute_complete(context={}, event={"status": "timeout", "message": "msg-timeout"})
     with pytest.raises(AirflowSensorTimeout):
         sensor.execute_complete(context={}, event={"status": "timeout"})
-    sensor.soft_fail = True
-    with pytest.raises(AirflowSkipException, match="msg-timeout"):
-        sensor.execute_complete(context={}, event={"status": "timeout", "message": "msg-timeout"})
+    sensor.soft_fail = True  # mapped by Airflow's resume_execution, what a resumed task runs
+    with pytest.raises(AirflowSkipException) as info:
+        sensor.resume_execution("execute_complete", {"event": {"status": "timeout", "message": "msg-timeout"}}, {})
+    assert "msg-timeout" in f"{info.value} {info.value.__cause__}"
     balance = {"available_credits": 82}
-    assert sensor.execute_complete(context={}, event={"status": "success", "balance": balance}) == balance
+    event = {"status": "success", "balance": balance, "message": "Enough LocalLeads credits: needs 50, ..."}
+    assert sensor.execute_complete(context={}, event=event) == balance
 
 
 class CannedEventTrigger(BaseTrigger):
@@ -423,11 +473,10 @@ def test_bad_cost_fails_at_once_without_requests(run_dag, make_dag, sandbox_conn
             **failures.callbacks(),
         )
 
-    started = time.monotonic()
     result = run_dag(dag)
 
     assert dict(result) == {"wait": "failed"}
-    assert time.monotonic() - started < 10
+    assert result.elapsed < 15  # at once, not at the 30 s timeout (half of it: room for a loaded machine)
     assert result.try_number("wait") == 1
     error = failures.error("wait")
     assert isinstance(error, LocalLeadsInvalidArgumentError)

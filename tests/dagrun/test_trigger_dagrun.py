@@ -111,10 +111,12 @@ def test_fires_success_when_enough(sandbox_conn):
     sandbox = sandbox_conn.sandbox
     run = run_trigger(CreditsTrigger(estimated_cost=50, poll_interval=0.1, end_at=time.time() + 10))
 
+    now = CreditBalance.from_api(sandbox.balance())
     assert run.payload == {
         "status": "success",
-        "balance": CreditBalance.from_api(sandbox.balance()).to_dict(),
+        "balance": now.to_dict(),
         "estimated_cost": 50,
+        "message": f"Enough LocalLeads credits: needs 50, {now.summary()}",
     }
     assert sandbox.request_count(BALANCE_PATH) == 1
 
@@ -157,7 +159,7 @@ def test_wrong_key_fires_an_error_event_at_once(sandbox_conn):
     assert run.payload["estimated_cost"] == 50
     assert "HTTP 401" in run.payload["message"]
     assert "wrong-trigger-key" not in json.dumps(run.payload)
-    assert run.elapsed < 5
+    assert run.elapsed < 15  # at once, not at end_at (30 s): half of it leaves a loaded machine room
     assert sandbox.request_count(BALANCE_PATH) == 1
 
 
@@ -170,7 +172,7 @@ def test_unreadable_answer_fires_an_error_event(sandbox_conn):
     assert run.payload["status"] == "error"
     assert run.payload["error_type"] == "LocalLeadsResponseError"
     assert run.payload["transient"] is False
-    assert run.elapsed < 5
+    assert run.elapsed < 15  # at once, not at end_at (30 s): half of it leaves a loaded machine room
 
 
 def test_times_out_at_end_at(sandbox_conn):
@@ -186,7 +188,9 @@ def test_times_out_at_end_at(sandbox_conn):
     assert run.payload["balance"]["available_credits"] == 5
     assert "Timed out waiting for 50 LocalLeads credits" in run.payload["message"]
     assert "5 available" in run.payload["message"]
-    assert end_at <= fired_at < end_at + 1.0
+    # At end_at, never before; the upper bound only says it fired on its own timer rather than hanging
+    # (5 s: five times the 1 s wait, room for a loaded machine).
+    assert end_at <= fired_at < end_at + 5.0
     assert sandbox.request_count(BALANCE_PATH) >= 3
 
 
@@ -205,13 +209,13 @@ def test_timeout_while_a_request_hangs(sandbox_conn):
     """end_at is honoured even while the API is slow to answer (no waiting for the request to finish)."""
     sandbox = sandbox_conn.sandbox
     sandbox.set_balance(used=120)
-    sandbox.slow_next(5.0)
+    sandbox.slow_next(10.0)
     end_at = time.time() + 0.8
 
     run = run_trigger(CreditsTrigger(estimated_cost=50, poll_interval=0.1, end_at=end_at))
 
     assert run.payload["status"] == "timeout"
-    assert run.elapsed < 3.0
+    assert run.elapsed < 5.0  # not the 10 s answer: about five times end_at's 0.8 s, for a loaded machine
 
 
 # ---------------------------------------------------------------------------------------------- event loop
@@ -220,20 +224,23 @@ def test_timeout_while_a_request_hangs(sandbox_conn):
 def test_never_blocks_the_event_loop(sandbox_conn, warm_trigger):
     """Several polls, two slow answers, a 503 with the hook's backoff: the heartbeat keeps beating.
 
-    A correctness check of non-blocking I/O and sleeps (a generous bound), not a benchmark.
+    A correctness check of non-blocking I/O, not a benchmark (the loop's lag is bench/many_triggers.py's
+    figure; blocking sleeps are caught exactly by reliability/test_rel_sensor_trigger.py).
     """
     sandbox = sandbox_conn.sandbox
     sandbox.set_balance(used=120)  # never enough: the trigger polls until end_at
-    sandbox.slow_next(0.4, times=2)
+    sandbox.slow_next(1.5, times=2)
     sandbox.fail_next(503, times=2)  # with max_retries=1: one backoff sleep inside the hook
 
-    run = run_trigger(CreditsTrigger(estimated_cost=50, poll_interval=0.05, end_at=time.time() + 2.5))
+    run = run_trigger(CreditsTrigger(estimated_cost=50, poll_interval=0.05, end_at=time.time() + 5.0))
 
     assert run.payload["status"] == "timeout"
     faults = [r.fault for r in sandbox.requests]
     assert faults[:4] == ["slow", "slow", "error", "error"]
     assert len(faults) >= 6  # several ordinary polls after the faults
-    assert run.max_gap < 0.2, f"the event loop was blocked for {run.max_gap:.3f} s"
+    # A request that blocked the loop would stop the 10 ms heartbeat for its whole 1.5 s answer. 0.75 s is
+    # half of that and fifteen times the README's 50 ms lag target: a loaded machine does not reach it.
+    assert run.max_gap < 0.75, f"the event loop was blocked for {run.max_gap:.3f} s"
 
 
 def test_many_triggers_on_one_loop_each_fire_their_own_event(sandbox_conn, warm_trigger, when_polled):

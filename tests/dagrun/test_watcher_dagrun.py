@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from watcher_support import INTERVAL, Watching, scenario
+from watcher_support import INTERVAL, RecordingLog, Watching, scenario
 
 from airflow_provider_localleads._compat import AIRFLOW_V_3_0_PLUS, airflow_version
 from airflow_provider_localleads.sandbox import SandboxServer
@@ -199,6 +199,36 @@ def test_the_observation_is_in_the_asset_state_store_under_the_watchers_key(sand
     assert stored == {"last_reset_at": sandbox.balance()["lastResetAt"].replace(".000Z", "Z")}
 
 
+@needs_store
+def test_identical_watchers_on_two_assets_keep_memory_only_and_say_so_once(sandbox, sync_dag, comms, monkeypatch):
+    """One trigger row for two assets: the store's public aget/aset cannot tell which asset (the trigger
+    knows neither name), so the observation stays in memory, said once; a restart takes a new baseline."""
+    log = RecordingLog()
+    monkeypatch.setattr(events._CreditsWatcher, "log", property(lambda self: log))
+    assets = watched_dag(sync_dag, "localleads_two_a", reset_watcher()) + watched_dag(
+        sync_dag, "localleads_two_b", reset_watcher()
+    )
+
+    async def life(w: Watching) -> None:
+        w.start(as_the_triggerer_builds_it(reset_watcher(), assets))
+        await w.baselines()
+        sandbox.reset_month("2027-04-01T00:00:00Z")
+        await w.polls(3)
+
+    assert [e["event"] for e in scenario(sandbox, "run", life).events[1]] == ["reset"]  # it still watches
+    assert len(log.having("asset state store cannot keep")) == 1  # said once, not at every save
+    assert log.having("memory only; a restart takes a new baseline")
+    assert not [m for m in comms.messages if "AssetStateStore" in m]  # nothing sent to a store it cannot address
+    sandbox.reset_month("2027-05-01T00:00:00Z")  # while down: missed, as documented
+
+    async def restart(w: Watching) -> None:
+        w.start(as_the_triggerer_builds_it(reset_watcher(), assets))
+        await w.baselines()
+        await w.polls(3)
+
+    assert scenario(sandbox, "run", restart).events == {1: []}
+
+
 def test_an_event_becomes_an_asset_event_and_queues_the_watching_dag(sandbox, sync_dag):
     """What the triggerer does with a watcher's event (``Trigger.submit_event``): one asset event with the
     payload, and the DAG scheduled on the asset queued for one run."""
@@ -230,6 +260,6 @@ def test_an_event_becomes_an_asset_event_and_queues_the_watching_dag(sandbox, sy
 
 
 def _native() -> bool:
-    from airflow_provider_localleads.triggers import _poll
+    from airflow_provider_localleads.triggers import poll as _poll
 
     return _poll.NATIVE_SHARED_STREAMS

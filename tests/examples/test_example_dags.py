@@ -32,11 +32,12 @@ EXAMPLE_FILES = sorted(p.name for p in EXAMPLE_DAGS.glob("*.py"))
 MARKER = "@@LOCALLEADS-RESULT@@"
 HEAVY_MODULES = ("requests", "httpx", "aiohttp", "urllib3")
 
-#: dag_id -> task ids, for the three example DAGs the README and the demo rely on.
+#: dag_id -> task ids, for the example DAGs the README and the demo rely on.
 EXPECTED_DAGS: dict[str, set[str]] = {
     "localleads_preflight": {"check_credits", "run_lead_search", "report"},
     "localleads_wait_for_credits": {"wait_for_credits", "start_paid_work"},
     "localleads_credit_audit": {"summarise_transactions", "log_report"},
+    "localleads_paid_search": {"run_lead_search"},
 }
 
 #: Event-driven examples (AssetWatcher): Airflow 3 only. On 2.11 these files load and define no DAG.

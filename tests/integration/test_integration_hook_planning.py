@@ -13,11 +13,11 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSkipException
 from loopback_support import ConnSetter, HookFactory
 
-from airflow_provider_localleads._credit_check import insufficient_credits_message, shortfall_message
 from airflow_provider_localleads.exceptions import InsufficientCreditsError
 from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
 from airflow_provider_localleads.models import CreditBalance, CreditUsage
 from airflow_provider_localleads.operators.credits import CheckCreditsOperator
+from airflow_provider_localleads.planning.check import insufficient_credits_message, shortfall_message
 from airflow_provider_localleads.sandbox import BALANCE_PATH, TRANSACTIONS_PATH, SandboxServer, SandboxState
 
 NOW = pendulum.datetime(2026, 9, 10, 12, 0, 0, tz="UTC")

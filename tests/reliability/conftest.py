@@ -15,7 +15,7 @@ from loopback_support import raw_server_fixture as raw_server_fixture
 from loopback_support import set_conn_fixture as set_conn_fixture
 from reliability_support import assert_no_armed_deadline
 
-from airflow_provider_localleads._tls import CA_BUNDLE_VARIABLES
+from airflow_provider_localleads.client.tls import CA_BUNDLE_VARIABLES
 
 _NETWORK_VARS = (
     "HTTP_PROXY",

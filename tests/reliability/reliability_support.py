@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from airflow_provider_localleads._deadline import WATCHDOG_THREAD_NAME, armed_deadlines
+from airflow_provider_localleads.client.deadline import WATCHDOG_THREAD_NAME, armed_deadlines
 from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
 from airflow_provider_localleads.models import CreditBalance
 

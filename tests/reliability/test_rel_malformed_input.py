@@ -1,7 +1,7 @@
 """Promise 3: whatever bytes come back, the hook returns a valid model or raises a LocalLeadsError.
 
 "The full path the hook uses" is ``_responses.parse_answer`` with the endpoint's model builder:
-status + headers + body bytes -> ``interpret_response`` -> model parsing -> page checks. Those are
+status + headers + body bytes -> ``parse_answer`` -> model parsing -> page checks. Those are
 fed arbitrary bytes, arbitrary JSON and near-valid documents (each field valid or arbitrary), and
 a fixed corpus of known-bad answers. A valid model must also be usable: ``to_dict()`` is strict
 JSON and encodes as UTF-8, ``summary()`` works. An error must be printable, UTF-8 encodable and
@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from loopback_support import BALANCE_DATA, ConnSetter, RawFactory, answer_every_request, response_bytes
 from reliability_support import call
 
-from airflow_provider_localleads._responses import check_page, parse_answer
+from airflow_provider_localleads.client.responses import check_page, parse_answer
 from airflow_provider_localleads.exceptions import (
     LocalLeadsError,
     LocalLeadsRequestError,

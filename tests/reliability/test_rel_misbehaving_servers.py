@@ -44,7 +44,7 @@ from reliability_support import (
     watchdog_threads,
 )
 
-from airflow_provider_localleads._retry import RetryPolicy
+from airflow_provider_localleads.client.retry import RetryPolicy
 from airflow_provider_localleads.exceptions import (
     LocalLeadsConnectionError,
     LocalLeadsError,

@@ -10,29 +10,28 @@ What "exactly once" means (the hook's docstring says the same):
 * the number of requests is bounded (a few per change), and memory holds one page plus the ids
   that share the cursor's ``createdAt``, never a set of every id.
 
-A purpose-built in-memory server (``history_server.py``) applies random inserts (at the head, or
-back-dated into the middle), deletions (of transactions already yielded, not yet yielded, or the
-very last one yielded) between two requests, with distinct timestamps or many ties, and with ties
-ordered stably or differently on every request.
+The in-memory history of tests/history_support.py, served on loopback (``history_server.py``),
+applies random inserts (at the head, or back-dated into the middle) and deletions (of transactions
+already yielded, not yet yielded, or the very last one yielded) between two requests, with distinct
+timestamps or many ties, and with ties ordered stably or differently on every request.
 """
 
 from __future__ import annotations
 
-import math
 import os
-from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from history_server import HistoryServer
+from history_support import SCHEDULES, Listing, apply_ops, delete, draw_created, insert
+from history_support import run_listing as run_history_listing
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from loopback_support import ConnSetter
 
-from airflow_provider_localleads import _pagination
-from airflow_provider_localleads.exceptions import LocalLeadsError, LocalLeadsResponseError
+from airflow_provider_localleads.client import pagination as _pagination
+from airflow_provider_localleads.exceptions import LocalLeadsResponseError
 from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
 
 
@@ -50,56 +49,6 @@ def hook(history: HistoryServer, set_conn: ConnSetter) -> Iterator[LocalLeadsHoo
         yield h
 
 
-@dataclass
-class Listing:
-    """What one run of iter_transactions yielded and cost, with what happened to the history."""
-
-    yielded: list[str] = field(default_factory=list)
-    yielded_ms: list[int] = field(default_factory=list)
-    error: LocalLeadsError | None = None
-    requests: int = 0
-    events: int = 0
-    max_tie_ids: int = 0
-    original: set[str] = field(default_factory=set)
-    deleted: set[str] = field(default_factory=set)
-    inserted: dict[str, bool] = field(default_factory=dict)  # id -> newer than the last yielded when added
-    ever: dict[str, int] = field(default_factory=dict)  # every id ever present -> its createdAt (ms)
-
-    @property
-    def largest_tie_group(self) -> int:
-        return max(Counter(self.ever.values()).values(), default=0)
-
-    def check(self, page_size: int, max_total: int) -> None:
-        dupes = [i for i, c in Counter(self.yielded).items() if c > 1]
-        assert not dupes, f"yielded twice: {dupes}"
-        assert self.yielded_ms == sorted(self.yielded_ms, reverse=True), "createdAt increased"
-        missing = sorted(self.original - self.deleted - set(self.yielded))
-        assert not missing, f"present throughout but never yielded: {missing}"
-        assert set(self.yielded) <= self.original | set(self.inserted)
-        newer = [i for i in self.yielded if self.inserted.get(i)]
-        assert not newer, f"yielded transactions added at the head during the listing: {newer}"
-        group = self.largest_tie_group
-        # A later page re-reads the transaction before the cursor's ties and the ties themselves,
-        # and grows by as many (up to the API's 100): page_size new ones, fewer only at the cap.
-        read = min(100, page_size + 1 + group)
-        per_page = max(1, read - 1 - min(group, read - 2))
-        base = 1 + math.ceil(max(0, max_total - page_size) / max(per_page, 1))
-        per_event = 4 + 2 * math.ceil(math.log2(max_total + 2))
-        bound = base + self.events * per_event
-        assert self.requests <= bound, f"{self.requests} requests > bound {bound} (base {base}, {self.events} events)"
-        assert self.max_tie_ids <= max(group, 1), "the cursor remembered more ids than one group of ties"
-
-
-def listing_cursor(generator: Any) -> Any:
-    """The ``cursor`` local of the listing under the hook's generator (it delegates with ``yield from``)."""
-    while generator is not None:
-        frame = generator.gi_frame
-        if frame is not None and "cursor" in frame.f_locals:
-            return frame.f_locals["cursor"]
-        generator = getattr(generator, "gi_yieldfrom", None)
-    return None
-
-
 def run_listing(
     hook: LocalLeadsHook,
     history: HistoryServer,
@@ -107,84 +56,7 @@ def run_listing(
     mutate: Callable[[int, Listing], bool] | None = None,
 ) -> Listing:
     """List everything, calling ``mutate(request_number, listing)`` before each page is served."""
-    listing = Listing(original={t.id for t in history.items}, ever={t.id: t.created_ms for t in history.items})
-
-    def before_page(number: int) -> None:
-        if mutate is not None and mutate(number, listing):
-            listing.events += 1
-
-    history.before_page = before_page
-    generator = hook.iter_transactions(page_size=page_size)
-    try:
-        for txn in generator:
-            listing.yielded.append(txn.id)
-            listing.yielded_ms.append(int((txn.created_at - hook_epoch()).total_seconds() * 1000))
-            cursor = listing_cursor(generator)
-            if cursor is not None:
-                listing.max_tie_ids = max(listing.max_tie_ids, len(cursor.tie_ids))
-    except LocalLeadsError as err:
-        listing.error = err
-    finally:
-        history.before_page = None
-    listing.requests = history.requests
-    return listing
-
-
-def hook_epoch() -> Any:
-    from history_server import EPOCH
-
-    return EPOCH
-
-
-def insert(history: HistoryServer, listing: Listing, created: list[int]) -> None:
-    last = listing.yielded_ms[-1] if listing.yielded_ms else None
-    for txn in history.add(created):
-        listing.inserted[txn.id] = last is not None and txn.created_ms > last
-        listing.ever[txn.id] = txn.created_ms
-
-
-def delete(history: HistoryServer, listing: Listing, txn_id: str) -> None:
-    history.delete(txn_id)
-    listing.deleted.add(txn_id)
-
-
-# ------------------------------------------------------------------------------------ the property
-
-OPS = st.one_of(
-    st.tuples(st.just("head"), st.integers(1, 40), st.booleans()),
-    st.tuples(st.just("backdated"), st.integers(1, 5), st.integers(0, 10**6)),
-    st.tuples(st.sampled_from(["yielded", "unyielded", "last_yielded", "any"]), st.integers(0, 10**6), st.just(0)),
-)
-
-
-def apply_ops(history: HistoryServer, listing: Listing, ops: list[tuple[str, int, Any]]) -> bool:
-    changed = False
-    for kind, a, b in ops:
-        current = history.ordered()
-        if kind == "head":
-            newest = history.newest_ms()
-            insert(history, listing, [newest if b else newest + 1 + i for i in range(a)])
-            changed = True
-            continue
-        if kind == "backdated":
-            if current:
-                stamps = sorted({t.created_ms for t in current})
-                insert(history, listing, [stamps[(b + i) % len(stamps)] for i in range(a)])
-                changed = True
-            continue
-        yielded = set(listing.yielded)
-        if kind == "yielded":
-            pool = [t.id for t in current if t.id in yielded]
-        elif kind == "unyielded":
-            pool = [t.id for t in current if t.id not in yielded]
-        elif kind == "last_yielded":
-            pool = [listing.yielded[-1]] if listing.yielded and listing.yielded[-1] in {t.id for t in current} else []
-        else:
-            pool = [t.id for t in current]
-        if pool:
-            delete(history, listing, pool[a % len(pool)])
-            changed = True
-    return changed
+    return run_history_listing(history, lambda: hook.iter_transactions(page_size=page_size), mutate, lenient=True)
 
 
 def test_every_survivor_exactly_once_under_random_inserts_and_deletes(
@@ -200,18 +72,10 @@ def test_every_survivor_exactly_once_under_random_inserts_and_deletes(
     )
     @given(data=st.data())
     def check(data: st.DataObject) -> None:
-        n = data.draw(st.integers(0, 70), label="n")
+        created, unstable = draw_created(data, 70)
         page_size = data.draw(st.one_of(st.integers(1, 12), st.sampled_from([25, 100])), label="page_size")
-        ties = data.draw(st.booleans(), label="ties")
-        if ties:
-            created = data.draw(st.lists(st.integers(0, max(1, n // 4)), min_size=n, max_size=n), label="created")
-        else:
-            created = [i * 1000 for i in range(n)]
-        unstable = ties and data.draw(st.booleans(), label="unstable")
-        schedule = data.draw(
-            st.dictionaries(st.integers(2, 14), st.lists(OPS, min_size=1, max_size=3), max_size=4), label="schedule"
-        )
-        history.reset(created, unstable_ties=unstable, seed=n)
+        schedule = data.draw(SCHEDULES, label="schedule")
+        history.reset(created, unstable_ties=unstable, seed=len(created))
         listing = run_listing(
             hook, history, page_size, lambda number, lst: apply_ops(history, lst, schedule.get(number, []))
         )

@@ -128,7 +128,7 @@ def test_admin_transactions(localleads_sandbox, http_session):
 
 @pytest.mark.parametrize(
     ("method", "route", "status"),
-    [("GET", "nope", 404), ("GET", "", 404), ("GET", "spend", 405), ("PUT", "faults", 405), ("POST", "state", 405)],
+    [("GET", "nope", 404), ("POST", "", 404), ("GET", "spend", 405), ("PUT", "faults", 405), ("POST", "state", 405)],
 )
 def test_admin_routing(localleads_sandbox, http_session, method, route, status):
     response = admin(http_session, localleads_sandbox, method, route)
@@ -136,3 +136,20 @@ def test_admin_routing(localleads_sandbox, http_session, method, route, status):
     assert response.json()["success"] is False
     if status == 405:
         assert response.headers["Allow"]
+    # Every refusal points at the list of what is there.
+    assert "GET /_sandbox/ lists the" in response.json()["error"]
+
+
+@pytest.mark.parametrize("path", ["/_sandbox/", "/_sandbox"])
+def test_the_admin_root_lists_every_route_with_its_fields(localleads_sandbox, http_session, path):
+    response = http_session.get(localleads_sandbox.url + path)
+    assert response.status_code == 200
+    routes = {(r["method"], r["path"]): r for r in response.json()["data"]}
+    assert routes[("POST", "/_sandbox/spend")]["fields"] == ["amount", "description"]
+    assert routes[("POST", "/_sandbox/spend")]["required"] == ["amount"]
+    assert routes[("POST", "/_sandbox/top-up")]["required"] == ["amount"]
+    assert routes[("POST", "/_sandbox/balance")]["fields"] == ["monthly", "bonus", "used", "reset_day", "last_reset_at"]
+    assert "kind" in routes[("POST", "/_sandbox/faults")]["fields"]
+    assert routes[("GET", "/_sandbox/state")]["does"]
+    # What it lists is what is served: each listed POST without required fields answers (no 404/405).
+    assert http_session.post(localleads_sandbox.url + "/_sandbox/reset-month", json={}).status_code == 200

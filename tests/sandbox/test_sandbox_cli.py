@@ -72,6 +72,7 @@ def test_cli_prints_the_real_url_serves_and_stops_on_sigterm(run_cli, http_sessi
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0
+    # The CLI checks for a signal every 0.5 s: 5 s is 10x that, for a loaded machine.
     assert time.monotonic() - started < 5
     assert "Traceback" not in err
     with pytest.raises(requests.ConnectionError):
@@ -123,3 +124,73 @@ def test_cli_reports_a_busy_port(run_cli, localleads_sandbox):
     assert proc.returncode == 1
     assert "cannot listen" in err
     assert "Traceback" not in err
+
+
+def _command(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "airflow_provider_localleads.sandbox", *args],
+        env=subprocess_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_commands_drive_a_running_sandbox(localleads_sandbox):
+    url = localleads_sandbox.url
+    topped = _command("top-up", "100", "--url", url)
+    assert topped.returncode == 0, topped.stderr
+    assert json.loads(topped.stdout)["type"] == "TOP_UP"
+    assert _command("set-balance", "--used", "95", "--url", url).returncode == 0
+    spent = _command("spend", "12", "Lead search: Dentists in Austin, TX", "--url", url)
+    assert json.loads(spent.stdout)["description"] == "Lead search: Dentists in Austin, TX"
+    assert localleads_sandbox.balance()["availableCredits"] == 100 + 125 - 95 - 12
+    assert _command("fail-next", "--status", "503", "--url", url).returncode == 0
+    assert localleads_sandbox.pending_faults()[0]["status"] == 503
+    reset = _command("reset-month", LOCALLEADS_SANDBOX_URL=url)  # the URL from the environment
+    assert json.loads(reset.stdout)["type"] == "MONTHLY_RESET"
+    state = json.loads(_command("state", "--url", url).stdout)
+    assert state["balance"]["usedCredits"] == 0
+    assert state["faults"][0]["status"] == 503
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["spend", "99999"], 1, "cannot spend 99999 credits"),
+        (["spend", "abc"], 2, "invalid int value: 'abc'"),
+        (["set-balance", "--used", "-1"], 1, "used must be >= 0"),
+        (["nothing"], 2, "unknown command 'nothing'; the commands are serve (the default), state, balance"),
+    ],
+)
+def test_a_refused_command_says_why_without_a_traceback(localleads_sandbox, args, code, message):
+    done = _command(*args, "--url", localleads_sandbox.url)
+    assert (done.returncode, done.stdout) == (code, "")
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_command_without_a_sandbox_names_the_url():
+    done = _command("state", "--url", "http://127.0.0.1:9")
+    assert done.returncode == 1
+    assert "could not reach the LocalLeads sandbox at http://127.0.0.1:9" in done.stderr
+
+
+def test_every_command_is_a_client_control_and_its_help_comes_from_it():
+    from airflow_provider_localleads.sandbox.__main__ import COMMANDS, command_parser
+
+    assert {"top-up", "set-balance", "spend", "reset-month", "fail-next", "state"} <= set(COMMANDS)
+    for command, (method, positional) in COMMANDS.items():
+        assert callable(getattr(SandboxClient, method)), command
+        usage = command_parser(command).format_usage()
+        assert all(name in usage for name in positional), (command, usage)
+    assert "--used" in command_parser("set-balance").format_help()
+
+
+def test_the_banner_says_how_to_drive_it(run_cli):
+    proc = run_cli("--port", "0")
+    url = re.search(r"http://127\.0\.0\.1:\d+", _read_line(proc)).group(0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=10)
+    assert f"spend 12 --url {url}" in err
+    assert f"GET {url}/_sandbox/ lists the controls" in err

@@ -7,7 +7,6 @@ same result in process and over HTTP.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -142,43 +141,3 @@ def test_each_control_gives_the_same_result_in_process_and_over_http():
 def test_a_control_without_an_admin_route_is_refused_by_the_client(localleads_sandbox):
     with pytest.raises(SandboxError, match="add_transaction has no admin endpoint"):
         localleads_sandbox.client()._control("add_transaction", type="TOP_UP", amount=1)
-
-
-@pytest.mark.parametrize(
-    ("module", "names"),
-    [
-        (
-            "airflow_provider_localleads.sandbox.state",
-            [
-                "API_PREFIX",
-                "BALANCE_PATH",
-                "ERROR_KINDS",
-                "FAULT_KINDS",
-                "MALFORMED_KINDS",
-                "TRANSACTIONS_PATH",
-                "TRANSACTION_TYPES",
-                "Fault",
-                "FaultShortcuts",
-                "InsufficientCredits",
-                "RecordedRequest",
-                "SandboxState",
-                "Transaction",
-                "format_timestamp",
-                "most_recent_reset",
-                "parse_timestamp",
-            ],
-        ),
-        (
-            "airflow_provider_localleads.sandbox.server",
-            ["DEFAULT_API_KEY", "SandboxClient", "SandboxError", "SandboxServer", "is_loopback_host"],
-        ),
-    ],
-)
-def test_names_importable_before_the_split_still_are(module, names):
-    imported = importlib.import_module(module)
-    assert sorted(imported.__all__) == sorted(names)
-    for name in names:
-        value = getattr(imported, name)
-        home = importlib.import_module(getattr(value, "__module__", None) or module)
-        if inspect.isclass(value) or inspect.isfunction(value):
-            assert getattr(home, name) is value

@@ -103,6 +103,7 @@ def test_faults_never_touch_admin_paths(localleads_sandbox, http_session):
     started = time.monotonic()
     response = http_session.get(localleads_sandbox.url + "/_sandbox/state", timeout=5)
     assert response.status_code == 200
+    # A slow fault would hold this answer 5 s; an admin request takes milliseconds (2 s: slack for load).
     assert time.monotonic() - started < 2
     assert len(response.json()["data"]["faults"]) == 2
 
@@ -209,6 +210,7 @@ def test_stop_is_prompt_while_a_slow_fault_sleeps():
     stopped_in = time.monotonic() - started
     thread.join(5)
 
+    # The slow fault sleeps 30 s; stop() wakes it at once (2 s: slack for a loaded machine).
     assert stopped_in < 2.0
     assert not thread.is_alive()
     assert isinstance(outcome[0], requests.ConnectionError)

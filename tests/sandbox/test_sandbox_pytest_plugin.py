@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
 
 import pytest
-from sandbox_support import subprocess_env
+from sandbox_support import ROOT, subprocess_env
 
 
 def test_connection_fixture_sets_the_airflow_env_var(localleads_sandbox, localleads_sandbox_connection):
@@ -74,3 +76,49 @@ def test_the_sandbox_package_does_not_import_airflow():
         [sys.executable, "-c", code], env=subprocess_env(), capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def _readme_test_example() -> str:
+    """The README's example of a user's DAG test (the python block that asks for localleads_airflow_home)."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    return next(block for block in blocks if "def test_" in block and "localleads_airflow_home" in block)
+
+
+def test_the_readme_dag_test_passes_as_written_in_a_fresh_project(tmp_path):
+    """A new project (dags/ + tests/, no conftest, no configuration) and the provider installed: the
+    README's test passes in a pytest of its own, with a fresh Airflow home from the fixture."""
+    pytest.importorskip("airflow")
+    (tmp_path / "dags").mkdir()
+    shutil.copy(ROOT / "example_dags" / "localleads_preflight.py", tmp_path / "dags")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_preflight.py").write_text(_readme_test_example())
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "LOCALLEADS"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "1 passed" in done.stdout
+
+
+def test_the_airflow_home_fixture_refuses_an_airflow_imported_before_it(tmp_path):
+    pytest.importorskip("airflow")
+    (tmp_path / "test_early.py").write_text(
+        "import airflow  # imported at the top: too early\n\n\ndef test_x(localleads_airflow_home):\n    pass\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "LOCALLEADS"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_early.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode != 0
+    assert "Import DagBag and your DAGs inside the test function instead" in done.stdout + done.stderr

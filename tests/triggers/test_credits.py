@@ -159,10 +159,12 @@ def test_run_fires_success_when_credits_arrive_between_polls(sandbox):
 
     payload = asyncio.run(main())
 
+    now = CreditBalance.from_api(sandbox.balance())
     assert payload == {
         "status": "success",
-        "balance": CreditBalance.from_api(sandbox.balance()).to_dict(),
+        "balance": now.to_dict(),
         "estimated_cost": 50,
+        "message": f"Enough LocalLeads credits: needs 50, {now.summary()}",  # the line every check logs
     }
     assert payload["balance"]["available_credits"] == 105
     assert sandbox.request_count(BALANCE_PATH) >= 3
@@ -236,7 +238,12 @@ def test_filter_fires_success_on_the_first_balance_that_is_enough():
     stream = Stream([balance(10), balance(49), balance(50), balance(500)])
 
     assert events_of(trigger(50), stream) == [
-        {"status": "success", "balance": balance(50).to_dict(), "estimated_cost": 50}
+        {
+            "status": "success",
+            "balance": balance(50).to_dict(),
+            "estimated_cost": 50,
+            "message": f"Enough LocalLeads credits: needs 50, {balance(50).summary()}",
+        }
     ]
     assert stream.reads == 3  # nothing read after it fired
 

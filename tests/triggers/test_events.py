@@ -19,7 +19,8 @@ from watcher_support import INTERVAL, RecordingLog, Watching, scenario
 from airflow_provider_localleads._compat import AIRFLOW_V_3_0_PLUS
 from airflow_provider_localleads.exceptions import LocalLeadsConfigurationError, LocalLeadsInvalidArgumentError
 from airflow_provider_localleads.sandbox import SandboxServer
-from airflow_provider_localleads.triggers import _poll, events
+from airflow_provider_localleads.triggers import events
+from airflow_provider_localleads.triggers import poll as _poll
 from airflow_provider_localleads.triggers.credits import CreditsTrigger
 from airflow_provider_localleads.triggers.events import CreditsResetTrigger, CreditsThresholdTrigger
 
@@ -307,6 +308,84 @@ def test_without_a_store_a_restart_takes_a_new_baseline_missing_a_change_made_me
 
     after = scenario(sandbox, mode, second_life)
     assert after.events == {1: [], 2: []}  # missed, and nothing repeated
+
+
+class PublicStore:
+    """A state store with only the public single-asset methods (``aget``/``aset``), no accessor to list."""
+
+    def __init__(self, fail_with: Exception | None = None) -> None:
+        self.values: dict[str, Any] = {}
+        self.calls: list[str] = []
+        self.fail_with = fail_with
+
+    async def aget(self, key: str, default: Any = None) -> Any:
+        self.calls.append("aget")
+        if self.fail_with is not None:
+            raise self.fail_with
+        return self.values.get(key, default)
+
+    async def aset(self, key: str, value: Any) -> None:
+        self.calls.append("aset")
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.values[key] = value
+
+
+def with_store(trigger: Any, store: Any) -> Any:
+    trigger.asset_state_store = store  # as the triggerer injects it (3.3+)
+    return trigger
+
+
+def test_a_store_is_used_through_its_public_methods_and_a_restart_resumes_from_it(sandbox, mode):
+    store = PublicStore()
+
+    async def first_life(w: Watching) -> None:
+        w.start(with_store(reset_watcher(), store))
+        await w.baselines()
+
+    scenario(sandbox, mode, first_life)
+    seen = sandbox.balance()["lastResetAt"].replace(".000Z", "Z")
+    assert store.values == {f"localleads.reset.{CONN_ID}": {"last_reset_at": seen}}
+    sandbox.reset_month("2027-01-01T00:00:00Z")  # while down
+
+    async def second_life(w: Watching) -> None:
+        w.start(with_store(reset_watcher(), store))
+        await w.polls(3)
+
+    assert [e["event"] for e in scenario(sandbox, mode, second_life).events[1]] == ["reset"]  # once
+    assert store.values[f"localleads.reset.{CONN_ID}"] == {"last_reset_at": "2027-01-01T00:00:00Z"}
+
+
+def test_a_store_that_cannot_address_one_asset_is_said_once_and_memory_kept(sandbox, mode, log):
+    """``AssetStateStoreAccessors`` over several assets raises ValueError: never a silent loss."""
+    store = PublicStore(fail_with=ValueError("Task has 2 concrete inlets and outlets"))
+
+    async def body(w: Watching) -> None:
+        w.start(with_store(reset_watcher(), store))
+        await w.baselines()
+        sandbox.reset_month("2027-01-01T00:00:00Z")
+        await w.polls(3)
+
+    assert [e["event"] for e in scenario(sandbox, mode, body).events[1]] == ["reset"]
+    assert store.calls == ["aget"]  # not asked again
+    [(level, line)] = log.having("asset state store cannot keep")
+    assert level == "WARNING"
+    assert "a triggerer restart takes a new baseline" in line
+    assert log.having("memory only; a restart takes a new baseline")
+
+
+def test_a_failing_store_is_logged_and_the_watcher_goes_on_from_memory(sandbox, mode, log):
+    store = PublicStore(fail_with=RuntimeError("store down"))
+
+    async def body(w: Watching) -> None:
+        w.start(with_store(reset_watcher(), store))
+        await w.baselines()
+        sandbox.reset_month("2027-01-01T00:00:00Z")
+        await w.polls(3)
+
+    assert [e["event"] for e in scenario(sandbox, mode, body).events[1]] == ["reset"]
+    assert {level for level, _ in log.having("in the asset state store (store down)")} == {"WARNING"}
+    assert store.calls.count("aset") == 2  # the baseline and the reset: each write tried
 
 
 # --------------------------------------------------------------------- construction, serialization

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_localleads import _retry
-from airflow_provider_localleads._retry import (
+from airflow_provider_localleads.client import retry as _retry
+from airflow_provider_localleads.client.retry import (
     RetryPolicy,
     acall_with_retries,
     call_with_retries,
@@ -62,6 +62,39 @@ class FakeClock:
 def max_jitter(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the jitter deterministic: always the top of its range (wait == ceiling)."""
     monkeypatch.setattr(_retry.random, "uniform", lambda low, high: high)
+
+
+Decide = Callable[..., float | None]
+
+
+@pytest.fixture
+def decide(monkeypatch: pytest.MonkeyPatch) -> Decide:
+    """What call_with_retries decides after ``error`` ends its first attempt ``elapsed`` seconds into
+    the call: the wait before the next attempt, or None if it gives up (raising). The clock and the
+    sleep are fakes; the decision is production's (retry predicate, RetryPolicy.wait and gives_up)."""
+    clock = FakeClock()
+    monkeypatch.setattr(_retry, "time", SimpleNamespace(monotonic=clock.monotonic))
+
+    def run(policy: RetryPolicy, error: LocalLeadsError, elapsed: float = 0.0) -> float | None:
+        clock.waits.clear()
+        outcomes: list[object] = [error, "next attempt"]
+
+        def attempt(seconds_left: float) -> object:
+            outcome = outcomes.pop(0)
+            if isinstance(outcome, BaseException):
+                clock.now += elapsed
+                raise outcome
+            return outcome
+
+        try:
+            call_with_retries(policy, attempt, log=RecordingLog(), sleep=clock.sleep)
+        except LocalLeadsError:
+            assert clock.waits == []  # giving up never sleeps first
+            return None
+        (wait,) = clock.waits
+        return wait
+
+    return run
 
 
 def server_error(n: int = 0) -> LocalLeadsServerError:
@@ -130,7 +163,7 @@ def test_parse_retry_after_non_ascii_digit_is_none() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# RetryPolicy.backoff / next_wait / final_error
+# RetryPolicy.backoff / wait / gives_up / final_error (through call_with_retries where they combine)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -172,9 +205,9 @@ def test_backoff_jitter_stays_within_half_ceiling_and_ceiling(attempt: int) -> N
     ],
     ids=lambda e: type(e).__name__,
 )
-def test_next_wait_gives_up_at_once_on_permanent_errors(error: LocalLeadsError) -> None:
+def test_decision_gives_up_at_once_on_permanent_errors(error: LocalLeadsError, decide: Decide) -> None:
     assert error.transient is False
-    assert RetryPolicy(max_retries=5).next_wait(1, error, 0.0) is None
+    assert decide(RetryPolicy(max_retries=5), error, 0.0) is None
 
 
 @pytest.mark.parametrize(
@@ -182,49 +215,49 @@ def test_next_wait_gives_up_at_once_on_permanent_errors(error: LocalLeadsError) 
     [server_error(), rate_limited(None), LocalLeadsConnectionError("refused")],
     ids=lambda e: type(e).__name__,
 )
-def test_next_wait_retries_transient_errors(error: LocalLeadsError, max_jitter: None) -> None:
-    assert RetryPolicy(max_retries=2).next_wait(1, error, 0.0) == pytest.approx(0.5)
+def test_decision_retries_transient_errors(error: LocalLeadsError, max_jitter: None, decide: Decide) -> None:
+    assert decide(RetryPolicy(max_retries=2), error, 0.0) == pytest.approx(0.5)
 
 
-def test_next_wait_gives_up_when_attempts_are_exhausted() -> None:
+def test_decision_gives_up_when_attempts_are_exhausted(decide: Decide) -> None:
     policy = RetryPolicy(max_retries=2)
-    assert policy.next_wait(2, server_error(), 0.0) is not None
-    assert policy.next_wait(3, server_error(), 0.0) is None
-    assert RetryPolicy(max_retries=0).next_wait(1, server_error(), 0.0) is None
+    assert not policy.gives_up(2, server_error(), elapsed_after_wait=0.5)
+    assert policy.gives_up(3, server_error(), elapsed_after_wait=0.5)
+    assert decide(RetryPolicy(max_retries=0), server_error(), 0.0) is None
 
 
-def test_next_wait_honours_retry_after() -> None:
+def test_decision_honours_retry_after(decide: Decide) -> None:
     policy = RetryPolicy(max_retries=2)
-    assert policy.next_wait(1, rate_limited(7.0), 0.0) == 7.0
+    assert decide(policy, rate_limited(7.0), 0.0) == 7.0
     # Retry-After on a 503 is honoured too.
     error = LocalLeadsServerError("down", status_code=503, retry_after=3.0)
-    assert policy.next_wait(1, error, 0.0) == 3.0
+    assert decide(policy, error, 0.0) == 3.0
 
 
-def test_next_wait_retry_after_at_the_limit_is_honoured() -> None:
+def test_decision_retry_after_at_the_limit_is_honoured(decide: Decide) -> None:
     policy = RetryPolicy(max_retry_after=120.0, deadline=1000.0)
-    assert policy.next_wait(1, rate_limited(120.0), 0.0) == 120.0
+    assert decide(policy, rate_limited(120.0), 0.0) == 120.0
 
 
-def test_default_policy_retry_after_reaching_the_deadline_gives_up_with_the_servers_error() -> None:
+def test_default_policy_retry_after_reaching_the_deadline_gives_up_with_the_servers_error(decide: Decide) -> None:
     # Documents current behaviour: with the defaults (max_retry_after == deadline == 120 s) a Retry-After
     # the deadline cannot fit is not rewritten by final_error; the 429 error still carries retry_after.
     policy = RetryPolicy()
     error = rate_limited(120.0)
-    assert policy.next_wait(1, error, 0.0) is None
+    assert decide(policy, error, 0.0) is None
     assert policy.final_error(error, 1) is error
     assert error.retry_after == 120.0
 
 
-def test_next_wait_retry_after_zero_retries_at_once() -> None:
-    assert RetryPolicy().next_wait(1, rate_limited(0.0), 0.0) == 0.0
+def test_decision_retry_after_zero_retries_at_once(decide: Decide) -> None:
+    assert decide(RetryPolicy(), rate_limited(0.0), 0.0) == 0.0
 
 
-def test_retry_after_above_the_limit_gives_up_with_an_explicit_error() -> None:
+def test_retry_after_above_the_limit_gives_up_with_an_explicit_error(decide: Decide) -> None:
     policy = RetryPolicy(max_retries=5, max_retry_after=120.0)
     error = rate_limited(300.0)
 
-    assert policy.next_wait(1, error, 0.0) is None
+    assert decide(policy, error, 0.0) is None
     final = policy.final_error(error, 1)
 
     assert isinstance(final, LocalLeadsRateLimitError)
@@ -239,13 +272,13 @@ def test_retry_after_above_the_limit_gives_up_with_an_explicit_error() -> None:
     assert "HTTP 429" in message
 
 
-def test_final_error_returns_other_errors_unchanged() -> None:
+def test_final_error_returns_other_errors_unchanged(decide: Decide) -> None:
     policy = RetryPolicy(max_retry_after=120.0)
     for error in (server_error(), rate_limited(5.0), rate_limited(None), LocalLeadsAuthenticationError("x")):
         assert policy.final_error(error, 3) is error
     # A 503's long Retry-After gives up too: it stays a server error, and now says how long it asked for.
     long_503 = LocalLeadsServerError("down", status_code=503, retry_after=600.0, request_id="r-1")
-    assert policy.next_wait(1, long_503, 0.0) is None
+    assert decide(policy, long_503, 0.0) is None
     final = policy.final_error(long_503, 1)
     assert type(final) is LocalLeadsServerError
     assert (final.retry_after, final.http_status, final.request_id, final.transient) == (600.0, 503, "r-1", True)
@@ -255,12 +288,12 @@ def test_final_error_returns_other_errors_unchanged() -> None:
     )
 
 
-def test_next_wait_respects_the_deadline(max_jitter: None) -> None:
+def test_decision_respects_the_deadline(max_jitter: None, decide: Decide) -> None:
     policy = RetryPolicy(max_retries=10, deadline=10.0)
-    assert policy.next_wait(1, server_error(), 9.0) == pytest.approx(0.5)
-    assert policy.next_wait(1, server_error(), 9.5) is None  # 9.5 + 0.5 reaches the deadline
-    assert policy.next_wait(1, rate_limited(5.0), 4.0) == 5.0
-    assert policy.next_wait(1, rate_limited(5.0), 5.0) is None
+    assert decide(policy, server_error(), 9.0) == pytest.approx(0.5)
+    assert decide(policy, server_error(), 9.5) is None  # 9.5 + 0.5 reaches the deadline
+    assert decide(policy, rate_limited(5.0), 4.0) == 5.0
+    assert decide(policy, rate_limited(5.0), 5.0) is None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from airflow.providers.common.compat.sdk import Connection
 
-from airflow_provider_localleads._settings import (
+from airflow_provider_localleads.client.settings import (
     API_KEY_ENV_VAR,
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_RETRIES,
@@ -32,11 +32,13 @@ def make_conn(
     port: int | None = None,
     schema: str | None = None,
     conn_id: str = "c",
+    login: str | None = None,
 ) -> Connection:
     return Connection(
         conn_id=conn_id,
         conn_type="localleads",
         host=host,
+        login=login,
         password=password,
         port=port,
         schema=schema,
@@ -108,6 +110,39 @@ def test_plain_http_to_other_hosts_is_refused_naming_the_extra(host: str) -> Non
     with pytest.raises(LocalLeadsConfigurationError, match="allow_insecure_http") as info:
         settings_for(host)
     assert "'c'" in str(info.value)
+    # The host name is the first thing to check; the unsafe switch is the deliberate last resort.
+    message = str(info.value)
+    assert message.index("Check the host name first") < message.index("allow_insecure_http")
+
+
+@pytest.mark.parametrize("host", ["http://localhots:8765", "http://locahost:8765", "http://lcoalhost"])
+def test_plain_http_to_a_misspelt_localhost_suggests_it(host: str) -> None:
+    with pytest.raises(LocalLeadsConfigurationError, match=r"which is not this machine \(did you mean localhost\?\)"):
+        settings_for(host)
+
+
+def test_plain_http_to_a_remote_host_suggests_no_localhost() -> None:
+    with pytest.raises(LocalLeadsConfigurationError) as info:
+        settings_for("http://example.com")
+    assert "did you mean" not in str(info.value)
+
+
+def test_a_key_in_the_login_field_is_named_as_the_likely_mistake_without_quoting_it() -> None:
+    # localleads://canary-KEY@host: the colon before the key is missing, so Airflow puts it in login.
+    conn = Connection(conn_id="c", uri=f"localleads://{KEY}@127.0.0.1:8765/http")
+    assert (conn.login, conn.password) == (KEY, None)
+    with pytest.raises(LocalLeadsConfigurationError) as info:
+        settings_from_connection(conn, environ={})
+    message = str(info.value)
+    assert "the login field is set: that is probably the key in the wrong field" in message
+    assert "localleads://:<API key>@host" in message
+    assert KEY not in message
+
+
+def test_a_login_with_a_password_or_an_environment_key_is_no_error() -> None:
+    assert settings_for("https://x.example", login="someone").api_key == KEY
+    env_key = settings_for("https://x.example", login="someone", password=None, environ={"LOCALLEADS_API_KEY": "k2"})
+    assert env_key.api_key == "k2"
 
 
 @pytest.mark.parametrize("flag", [True, "true", "True", " TRUE "], ids=repr)

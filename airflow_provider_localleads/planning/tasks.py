@@ -49,8 +49,8 @@ def read_forecast(
     """
     if days is None:
         return None
-    from airflow_provider_localleads._history import summarize_usage, utc_moment
     from airflow_provider_localleads.exceptions import LocalLeadsError
+    from airflow_provider_localleads.planning.usage import summarize_usage, utc_moment
 
     try:
         if balance is None:
@@ -88,7 +88,7 @@ def notify_low_credits(
     next run. Any other callable gets the ``CreditBalance``. A failing callback is logged and does
     not fail the task: the warning is about credits, and the check itself has its answer.
     """
-    from airflow_provider_localleads._metrics import emit_low_credits
+    from airflow_provider_localleads.planning.metrics import emit_low_credits
 
     remaining = balance.available_credits - cost
     if remaining >= warn_below:

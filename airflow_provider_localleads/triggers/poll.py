@@ -3,20 +3,15 @@
 A thousand sensors (and any number of credit watchers) on the same account must not make a thousand
 balance requests per interval.
 
-* Airflow 3.3+: built on ``BaseEventTrigger``'s shared streams. Every trigger for the same connection
-  id and poll interval returns the same ``shared_stream_key``; the triggerer's ``SharedStreamManager``
-  runs ONE ``open_shared_stream`` poll loop for the group and feeds each trigger's
-  ``filter_shared_stream``. The manager calls ``open_shared_stream`` of the first subscriber's class
-  with that trigger's kwargs, so every class here inherits the same one and reads only the fields of
-  the key: ``CreditsTrigger``s and watchers mixed in one group get the same raw stream. When the last
-  trigger of a group leaves (fired, timed out, cancelled), the manager stops the poll.
+* Airflow 3.3+: ``BaseEventTrigger``'s shared streams. Triggers with the same connection id and poll
+  interval return the same ``shared_stream_key``; the triggerer runs ONE ``open_shared_stream`` for the
+  group (of the first subscriber's class, with its kwargs: so every class here inherits the same one,
+  which reads only the fields of the key) and feeds each trigger's ``filter_shared_stream``.
 * Older Airflow (2.11, 3.0-3.2), whose triggerer calls ``run()``: ``run()`` joins a small in-process
-  group with the same key (:class:`_PollGroup`), so the triggerer still makes one request per interval
-  per group. On 3.3+ ``run()`` (used by ``dag.test()``) polls on its own.
+  group with the same key (:class:`_PollGroup`). On 3.3+ ``run()`` (used by ``dag.test()``) polls alone.
 
 The key comes from configuration only (``shared_stream_key`` is synchronous and must not look secrets
 up): triggers that name the same connection share it, and so the same API key, by construction.
-Two connection ids that hold the same key poll separately.
 """
 
 from __future__ import annotations
@@ -62,6 +57,8 @@ class BalancePollTrigger(BaseEventTrigger):  # type: ignore[misc]
 
     localleads_conn_id: str
     poll_interval: float
+    #: Whether ``run()`` replaces a dead poll (the watchers, which never end) or lets the error out.
+    restarts_dead_poll = False
 
     def shared_stream_key(self) -> Hashable | None:
         """Triggers polling the same connection at the same interval share one poll loop."""
@@ -77,8 +74,26 @@ class BalancePollTrigger(BaseEventTrigger):  # type: ignore[misc]
         group's poll loop). Anything else (e.g. the connection does not exist) ends the poll; the
         exception then reaches every subscriber.
         """
-        async for raw in poll_balances(kwargs):
-            yield raw
+        poll_interval = float(kwargs.get("poll_interval", 300.0))
+        conn_id = kwargs.get("localleads_conn_id", "localleads_default")
+        # The first-use costs run in a thread, so they do not stall every other trigger in the loop:
+        # the imports of FIRST_POLL_IMPORTS (100-400 ms on a triggerer's first poll), and the first
+        # client in the process, which loads the CA bundle (tens of milliseconds of CPU, then shared;
+        # see client/tls.py). Through the thread even when all is loaded: a module being imported by
+        # another group's thread would otherwise block the loop on its import lock.
+        hook_class = await asyncio.to_thread(_load_hook_class)
+        client = await asyncio.to_thread(hook_class.async_client)
+        async with client:
+            while True:
+                # A fresh hook per poll re-reads the connection: a rotated key is picked up without
+                # restarting the triggerer.
+                raw: CreditBalance | LocalLeadsError
+                try:
+                    raw = await hook_class(conn_id).aget_balance(client=client)
+                except LocalLeadsError as err:
+                    raw = err
+                yield raw
+                await asyncio.sleep(poll_interval)
 
     def open_stream(self) -> AsyncIterator[Any]:
         """The raw stream for ``run()``: in-process shared on Airflow < 3.3, private on 3.3+ (dag.test)."""
@@ -88,38 +103,22 @@ class BalancePollTrigger(BaseEventTrigger):  # type: ignore[misc]
         return _PollGroup.subscribe(self.shared_stream_key(), kwargs)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        """This trigger's filter over :meth:`open_stream`: the same code as the triggerer's shared path."""
-        stream = self.open_stream()
-        try:
-            async for event in self.filter_shared_stream(stream):
-                yield event
-        finally:
-            await stream.aclose()  # type: ignore[attr-defined]
+        """This trigger's filter over :meth:`open_stream`: the same code as the triggerer's shared path.
 
-
-async def poll_balances(kwargs: dict[str, Any]) -> AsyncIterator[CreditBalance | LocalLeadsError]:
-    """The poll loop behind :meth:`BalancePollTrigger.open_shared_stream` (and :class:`_PollGroup`)."""
-    poll_interval = float(kwargs.get("poll_interval", 300.0))
-    conn_id = kwargs.get("localleads_conn_id", "localleads_default")
-    # The first-use costs run in a thread, so they do not stall every other trigger in the loop:
-    # the imports of FIRST_POLL_IMPORTS (100-400 ms on a triggerer's first poll), and the first
-    # client in the process, which loads the CA bundle (tens of milliseconds of CPU, then shared;
-    # see _tls.py). Through the thread even when all is loaded: a module being imported by another
-    # group's thread would otherwise block the loop on its import lock.
-    hook_class = await asyncio.to_thread(_load_hook_class)
-    client = await asyncio.to_thread(hook_class.async_client)
-    async with client:
+        With :attr:`restarts_dead_poll`, a filter that raises (the poll died; the filter has logged and
+        waited an interval) runs again over a new poll, keeping the trigger's state.
+        """
         while True:
-            # A fresh hook per poll re-reads the connection, so a rotated key is picked up
-            # without restarting the triggerer.
-            hook = hook_class(conn_id)
-            raw: CreditBalance | LocalLeadsError
+            stream = self.open_stream()
             try:
-                raw = await hook.aget_balance(client=client)
-            except LocalLeadsError as err:
-                raw = err
-            yield raw
-            await asyncio.sleep(poll_interval)
+                async for event in self.filter_shared_stream(stream):
+                    yield event
+                return
+            except Exception:
+                if not self.restarts_dead_poll:
+                    raise
+            finally:
+                await stream.aclose()  # type: ignore[attr-defined]
 
 
 def _load_hook_class() -> type[LocalLeadsHook]:
@@ -210,7 +209,7 @@ class _PollGroup:
     async def _poll(self, kwargs: dict[str, Any]) -> None:
         error: BaseException
         try:
-            async for raw in poll_balances(kwargs):
+            async for raw in BalancePollTrigger.open_shared_stream(kwargs):
                 await self._offer(raw)
             error = RuntimeError("The LocalLeads balance poll ended unexpectedly")
         except asyncio.CancelledError:

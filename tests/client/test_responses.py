@@ -10,7 +10,8 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 from loopback_support import BALANCE_BODY, BALANCE_DATA
 
-from airflow_provider_localleads._responses import excerpt, interpret_response, parse_answer, request_id_from
+from airflow_provider_localleads.client.responses import parse_answer, request_id_from
+from airflow_provider_localleads.client.values import excerpt
 from airflow_provider_localleads.exceptions import (
     LocalLeadsAuthenticationError,
     LocalLeadsError,
@@ -34,7 +35,8 @@ def redact(text: str) -> str:
 
 
 def interpret(status: int, body: bytes, headers: dict[str, str] | None = None) -> dict[str, Any]:
-    return interpret_response(status, headers or {}, body, path=PATH, redact=redact)
+    """The answer's JSON object (``build=dict``: no model), or the error the status or body deserves."""
+    return parse_answer(status, headers or {}, body, path=PATH, redact=redact, build=dict)
 
 
 def outcome_of(status: int, body: bytes) -> dict[str, Any] | LocalLeadsError:
@@ -374,7 +376,7 @@ def test_excerpt_drops_tags_collapses_whitespace_and_redacts() -> None:
     assert excerpt("a" * 500, redact, limit=10) == "aaaaaaa..."
 
 
-def test_errors_from_interpret_response_survive_pickling() -> None:
+def test_status_errors_survive_pickling() -> None:
     err = error_of(429, b'{"success": false, "error": "slow down"}', {"Retry-After": "4", "X-Request-Id": "r9"})
     clone = pickle.loads(pickle.dumps(err))
     assert type(clone) is LocalLeadsRateLimitError

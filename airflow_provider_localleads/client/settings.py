@@ -12,10 +12,12 @@ import os
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from difflib import get_close_matches
 from typing import Any
 from urllib.parse import urlsplit
 
 from airflow_provider_localleads import PRODUCTION_BASE_URL
+from airflow_provider_localleads.client.values import whole_number
 from airflow_provider_localleads.exceptions import LocalLeadsConfigurationError
 
 API_KEY_ENV_VAR = "LOCALLEADS_API_KEY"
@@ -71,13 +73,9 @@ def _timeout(conn_id: str, value: object) -> float | None:
 def _max_retries(conn_id: str, value: object) -> int | None:
     if _is_unset(value):
         return None
-    number: int | None = None
-    if isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
-        number = int(value.strip())
-    elif isinstance(value, float) and value.is_integer():
-        number = int(value)
+    number = whole_number(value)
+    if isinstance(value, float) and value.is_integer():
+        number = int(value)  # a JSON extra written by a form or a tool may hold 3.0
     if number is None or not 0 <= number <= MAX_MAX_RETRIES:
         raise _error(conn_id, f"extra 'max_retries' must be a whole number from 0 to {MAX_MAX_RETRIES}, got {value!r}")
     return number
@@ -129,10 +127,16 @@ def _base_url(conn_id: str, host: str | None, schema: str | None, port: int | No
     if url_port is None and port:
         netloc = f"{netloc}:{port}"
     if parts.scheme == "http" and not is_loopback(parts.hostname) and not insecure_ok:
+        # The likely cause is a mistyped local host (the sandbox), so that comes first; the unsafe
+        # switch comes last, as a deliberate choice.
+        near = get_close_matches(parts.hostname, ["localhost"], n=1, cutoff=0.7)
+        typo = " (did you mean localhost?)" if near else ""
         raise _error(
             conn_id,
-            f"refusing to send the API key over plain http:// to {parts.hostname}; use https://, or set "
-            'the extra {"allow_insecure_http": true} if this really is a trusted private network',
+            f"refusing to send the API key over plain http:// to {parts.hostname}, which is not this machine"
+            f"{typo}. Check the host name first: the local sandbox is http://127.0.0.1:<port> or "
+            "http://localhost:<port>, the LocalLeads API is https://. Only for a trusted private network, and "
+            'deliberately, set the extra {"allow_insecure_http": true}',
         )
     return f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}"
 
@@ -192,6 +196,14 @@ def settings_from_connection(
     key_source = "the connection's password field"
     if not api_key:
         api_key, key_source = environ.get(API_KEY_ENV_VAR, "").strip(), f"the {API_KEY_ENV_VAR} environment variable"
+    if not api_key and (conn.login or "").strip():
+        # localleads://KEY@host (the colon missing) puts the key in the login field. Never quote it.
+        raise _error(
+            conn_id,
+            "no API key in the password field, but the login field is set: that is probably the key in the "
+            "wrong field (in the URI form the key goes after a colon: localleads://:<API key>@host). Move it "
+            "to the password field; this connection type uses no login",
+        )
     if not api_key:
         raise _error(
             conn_id,
@@ -206,11 +218,9 @@ def settings_from_connection(
         raise _error(conn_id, f"timeout must be a positive number of seconds, got {chosen_timeout!r}")
     conn_retries = _max_retries(conn_id, normalised.get("max_retries"))
     chosen_retries = max_retries if max_retries is not None else conn_retries
-    if chosen_retries is not None and not (
-        isinstance(chosen_retries, int)
-        and not isinstance(chosen_retries, bool)
-        and 0 <= chosen_retries <= MAX_MAX_RETRIES
-    ):
+    # The hook's argument is Python, not text: "3" is refused there, as a wrong type.
+    number = None if isinstance(chosen_retries, str) else whole_number(chosen_retries)
+    if chosen_retries is not None and (number is None or not 0 <= number <= MAX_MAX_RETRIES):
         raise _error(conn_id, f"max_retries must be a whole number from 0 to {MAX_MAX_RETRIES}, got {chosen_retries!r}")
 
     return ConnectionSettings(

@@ -1,18 +1,13 @@
 """Which failures are retried and how long to wait: one decision, for the hook, the sensor and the trigger.
 
-:func:`is_transient` is the one answer to "may asking again help?": rate limits, server errors and
-network problems yes (their error classes say ``transient``); a wrong key, a bad request, a TLS
-failure or an answer we cannot understand no. The hook retries what it says, and the sensor and the
-trigger keep waiting on it.
+:func:`is_transient` is the one answer to "may asking again help?"; the hook retries what it says,
+the sensor and the trigger keep waiting on it. Backoff has jitter so that workers that failed
+together do not come back together; a usable Retry-After wins. A call stops after ``max_retries``
+retries, when the server asks for a longer wait than we accept, or when the next wait would end past
+the call's deadline, so its total time is bounded whatever the server does.
 
-How long: exponential backoff (0.5 s, 1 s, 2 s, ... capped at 8 s) with jitter, so workers that
-failed together do not come back together; a server's usable Retry-After wins. When to stop: after
-``max_retries`` retries, when the server asks for a longer wait than we accept, or when the next wait
-would end past the call's deadline (so the total time is bounded whatever the server does).
-
-The loops are tenacity's ``Retrying`` and ``AsyncRetrying`` with that retry predicate, wait and stop;
-the deadline is measured on this module's own monotonic clock, the one each attempt's budget
-(the time left) is computed from.
+The loops are tenacity's, with that predicate, wait and stop; the deadline and each attempt's budget
+(the time left) are measured on one monotonic clock.
 """
 
 from __future__ import annotations
@@ -28,6 +23,7 @@ from typing import Any, NoReturn, Protocol, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception
 
+from airflow_provider_localleads.client.values import ascii_digits
 from airflow_provider_localleads.exceptions import LocalLeadsError, LocalLeadsRateLimitError, LocalLeadsServerError
 
 T = TypeVar("T")
@@ -52,11 +48,9 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     """
     if value is None:
         return None
-    value = value.strip()
-    if not value:
-        return None
-    if value.isascii() and value.isdigit():
-        return float(value)
+    digits = ascii_digits(value)
+    if digits is not None:
+        return float(digits)  # float, not int: 400 digits are an infinite wait, not an error
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
@@ -97,13 +91,6 @@ class RetryPolicy:
         """Whether to stop after attempt ``attempt`` instead of waiting until ``elapsed_after_wait``."""
         too_long = error.retry_after is not None and error.retry_after > self.max_retry_after
         return attempt >= self.attempts or too_long or elapsed_after_wait >= self.deadline
-
-    def next_wait(self, attempt: int, error: LocalLeadsError, elapsed: float) -> float | None:
-        """Seconds to wait before the next attempt, or None to give up and raise ``error``."""
-        if not is_transient(error):
-            return None
-        wait = self.wait(attempt, error)
-        return None if self.gives_up(attempt, error, elapsed + wait) else wait
 
     def final_error(self, error: LocalLeadsError, attempt: int, elapsed: float = 0.0) -> LocalLeadsError:
         """The error to raise when giving up, with a Retry-After that was too long made explicit.
@@ -193,10 +180,6 @@ def call_with_retries(
     return result
 
 
-async def _asleep(seconds: float) -> None:
-    await asyncio.sleep(seconds)
-
-
 async def acall_with_retries(
     policy: RetryPolicy,
     attempt_once: Callable[[float], Awaitable[T]],
@@ -209,5 +192,5 @@ async def acall_with_retries(
     async def attempt() -> T:  # tenacity awaits only what a coroutine function returns
         return await attempt_once(seconds_left())
 
-    result: T = await AsyncRetrying(sleep=_asleep, **strategy)(attempt)
+    result: T = await AsyncRetrying(sleep=asyncio.sleep, **strategy)(attempt)
     return result

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
+from airflow_provider_localleads.client.values import whole_number
 from airflow_provider_localleads.exceptions import LocalLeadsInvalidArgumentError
 
 ON_INSUFFICIENT_CHOICES = ("fail", "skip")
-
-
-def whole_number(value: object) -> int | None:
-    """``value`` as an int if it is one (not a bool) or a string of ASCII digits (spaces around allowed)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
-        return int(value.strip())
-    return None
 
 
 def parse_estimated_cost(value: object, *, task_id: str) -> int:

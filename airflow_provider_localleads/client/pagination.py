@@ -1,21 +1,17 @@
 """The exactly-once listing of the credit history: a pure function over ``fetch(limit, offset)``.
 
 The API pages by offset only, newest first, and promises no order among transactions with the same
-``createdAt``. A transaction added while a listing pages pushes the rest down; a deleted one pulls
-it up. So :func:`iter_exactly_once` trusts no offset. It keeps a cursor: the ``createdAt`` of the
-last transaction yielded and the ids yielded at exactly that ``createdAt`` (ties). Everything newer
-than the cursor, and its ties, is *done*. A page is believed only if it *anchors*: it is read at
-offset 0, or it starts with a transaction strictly newer than the cursor. Everything before such a
-page is done, and the whole group of ties is read again in one page, whatever order the API gives
-it. Once more than ``MAX_PAGE_SIZE - 2`` ties have been yielded and the group no longer fits in a
-page, a page may also start with one of those ties; only then must the API keep the order of ties
-stable. An anchored page yields what is not done yet. Every page after the first is read from the
-last anchoring transaction; with distinct timestamps it re-reads two transactions already yielded
-(the anchor and the last one yielded). If the history moved and a page does not anchor, or it
-anchors but shows nothing new, the listing finds its place again before it yields more
-(:class:`_Search`).
+``createdAt``; an insert while a listing pages pushes the rest down, a deletion pulls it up. So no
+offset is trusted. A cursor holds the ``createdAt`` of the last transaction yielded and the ids
+yielded at exactly that time (ties): everything newer, and those ties, is *done*. A page is believed
+only if it *anchors*: read at offset 0, or starting with a transaction strictly newer than the cursor
+(or, once the ties no longer fit in one page, with one of them: only then must the API keep the
+order of ties stable). Then nothing before it is still to come, and it yields what is not done. Each
+later page is read from the last anchoring transaction (with distinct timestamps it re-reads two
+already yielded). A page that does not anchor, or shows nothing new, sends the listing looking for
+its place again (:class:`_Search`) before it yields more.
 
-What is promised, for a history that changes while it is listed:
+Promised, for a history that changes while it is listed:
 
 * no transaction is yielded twice, and ``createdAt`` never increases;
 * a transaction present from the first request to the last is yielded exactly once;
@@ -26,11 +22,10 @@ What is promised, for a history that changes while it is listed:
 
 Requests: ``1 + ceil((n - page_size) / min(page_size, 98))`` for ``n`` transactions with distinct
 timestamps when nothing changes, plus a few per change (logarithmic in how far the history moved).
-Memory: one page, plus the ids that share the cursor's ``createdAt``. More than ``_MAX_TIE_IDS`` of
-those is refused. ``meta.total`` is only a hint, used three ways. It ends the listing when it
-matches the page exactly. Its change is the first guess when the listing searches for its place. And
-past the end, when it agrees with what is known, it bounds that search. A total that agrees exactly
-with a full page and yet is wrong (too small) ends the listing early: that one lie is believed.
+Memory: one page, plus the ids sharing the cursor's ``createdAt`` (more than ``_MAX_TIE_IDS`` is
+refused). ``meta.total`` is only a hint: it ends the listing when it matches a page exactly (so one
+lie, a total too small that agrees exactly with a full page, ends it early), its change is the
+search's first guess, and past the end, when it agrees with what is known, it bounds the search.
 """
 
 from __future__ import annotations
@@ -38,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 
+from airflow_provider_localleads.client.values import whole_number
 from airflow_provider_localleads.exceptions import LocalLeadsResponseError
 from airflow_provider_localleads.models import CreditTransaction, TransactionPage
 
@@ -66,10 +62,14 @@ def iter_exactly_once(
 
 
 def validate_limit(name: str, value: object) -> int:
-    """``value`` if it is a page size the API accepts (1 to 100), else a ValueError naming ``name``."""
-    if type(value) is not int or not 1 <= value <= MAX_PAGE_SIZE:
+    """``value`` if it is a page size the API accepts (1 to 100), else a ValueError naming ``name``.
+
+    A Python argument, not text: ``"50"`` is refused as a wrong type.
+    """
+    number = None if isinstance(value, str) else whole_number(value)
+    if number is None or not 1 <= number <= MAX_PAGE_SIZE:
         raise ValueError(f"{name} must be a whole number from 1 to {MAX_PAGE_SIZE}, got {value!r}")
-    return value
+    return number
 
 
 class _Cursor:

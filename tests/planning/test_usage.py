@@ -12,8 +12,8 @@ from datetime import timedelta
 import pendulum
 import pytest
 
-from airflow_provider_localleads._history import recent_deductions, summarize_usage, utc_moment, validate_days
 from airflow_provider_localleads.models import CreditBalance, CreditTransaction, CreditUsage
+from airflow_provider_localleads.planning.usage import recent_deductions, summarize_usage, utc_moment, validate_days
 
 NOW = pendulum.datetime(2026, 9, 10, 12, tz="UTC")
 

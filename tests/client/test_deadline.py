@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from airflow_provider_localleads._deadline import WATCHDOG_THREAD_NAME, AttemptDeadline, armed_deadlines
+from airflow_provider_localleads.client.deadline import WATCHDOG_THREAD_NAME, AttemptDeadline, armed_deadlines
 
 #: Far longer than any deadline below: reaching it means the watchdog did not act.
 SAFETY_TIMEOUT = 20.0

@@ -1,242 +1,36 @@
 """``iter_exactly_once`` over an in-memory history that changes between two reads.
 
-The fake ``fetch`` is the API as the listing sees it. It serves an offset-only, newest-first list
-that a test mutates before a given request: inserts at the head, inserts back-dated into the middle
-(at an existing timestamp or a new one), and deletions (of transactions already yielded, not yet
-yielded, or the very last one yielded). Ties with equal ``createdAt`` are kept in a stable order or
-shuffled on every request. ``meta.total`` is true or lies (too large, or too small to match the
-page). The promises checked are the module docstring's. The same scenarios run through the hook on
+``History.fetch`` (tests/history_support.py) is the API as the listing sees it, changed between
+two reads. The promises checked are the module docstring's. The same scenarios run through the hook on
 loopback in tests/reliability/test_rel_pagination.py and tests/integration/test_integration_hook_reads.py.
 """
 
 from __future__ import annotations
 
 import math
-import random
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from history_support import LIES, SCHEDULES, History, Listing, apply_ops, delete, distinct, draw_created, insert
+from history_support import run_listing as run_history_listing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_localleads import _pagination
-from airflow_provider_localleads._pagination import MAX_PAGE_SIZE, TRANSACTIONS_PATH, iter_exactly_once
-from airflow_provider_localleads.exceptions import LocalLeadsError, LocalLeadsResponseError
-from airflow_provider_localleads.models import CreditTransaction, TransactionPage
-
-EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
-#: How meta.total may lie: "true", "over" (larger than the history) or "under" (smaller than the page
-#: shows, so it never agrees with it); "mixed" picks one of the three for every request.
-LIES = ("true", "over", "under", "mixed")
-
-
-@dataclass(frozen=True)
-class Txn:
-    id: str
-    ms: int  # createdAt, in milliseconds after EPOCH
-    seq: int  # insertion order: the newer insertion wins a tie when the order is stable
-    model: CreditTransaction
-
-
-class History:
-    """``fetch(limit, offset)`` over an in-memory list; ``before(request_number)`` runs before each page."""
-
-    def __init__(self, created_ms: list[int], *, unstable_ties: bool = False, seed: int = 0, lie: str = "true"):
-        self.items: list[Txn] = []
-        self.seq = 0
-        self.unstable_ties = unstable_ties
-        self.rng = random.Random(seed)
-        self.lie = lie
-        self.requests = 0
-        self.last_call = (0, 0)  # (limit, offset) of the request being served
-        self.before: Callable[[int], None] | None = None
-        self.max_total = 0
-        self.add(created_ms)
-
-    def add(self, created_ms: list[int]) -> list[Txn]:
-        new = []
-        for ms in created_ms:
-            self.seq += 1
-            txn_id = f"t{self.seq:05d}"
-            model = CreditTransaction(
-                id=txn_id,
-                type="DEDUCTION",
-                amount=-1,
-                description=f"txn {txn_id}",
-                created_at=EPOCH + timedelta(milliseconds=ms),
-            )
-            new.append(Txn(txn_id, ms, self.seq, model))
-        self.items.extend(new)
-        self.max_total = max(self.max_total, len(self.items))
-        return new
-
-    def delete(self, txn_id: str) -> None:
-        self.items = [t for t in self.items if t.id != txn_id]
-
-    def ordered(self) -> list[Txn]:
-        if self.unstable_ties:
-            return sorted(self.items, key=lambda t: (t.ms, self.rng.random()), reverse=True)
-        return sorted(self.items, key=lambda t: (t.ms, t.seq), reverse=True)
-
-    def newest_ms(self) -> int:
-        return max((t.ms for t in self.items), default=0)
-
-    def _total(self, true_total: int, shown: int) -> int:
-        lie = self.rng.choice(LIES[:3]) if self.lie == "mixed" else self.lie
-        if lie == "over" or (lie == "under" and shown == 0):
-            return true_total + self.rng.randint(1, 50)
-        if lie == "under":
-            return self.rng.randint(0, shown - 1)
-        return true_total
-
-    def fetch(self, limit: int, offset: int) -> TransactionPage:
-        # What LocalLeadsHook.list_transactions would refuse with a ValueError.
-        assert type(limit) is int, limit
-        assert 1 <= limit <= MAX_PAGE_SIZE, limit
-        assert type(offset) is int, offset
-        assert offset >= 0, offset
-        self.requests += 1
-        self.last_call = (limit, offset)
-        if self.before is not None:
-            self.before(self.requests)
-        ordered = self.ordered()
-        window = ordered[offset : offset + limit]
-        total = self._total(len(ordered), offset + len(window))
-        return TransactionPage(items=tuple(t.model for t in window), total=total, limit=limit, offset=offset)
-
-
-@dataclass
-class Listing:
-    """What one listing yielded and cost, and what happened to the history meanwhile."""
-
-    yielded: list[str] = field(default_factory=list)
-    yielded_ms: list[int] = field(default_factory=list)
-    error: LocalLeadsError | None = None
-    requests: int = 0
-    events: int = 0
-    max_tie_ids: int = 0
-    original: set[str] = field(default_factory=set)
-    deleted: set[str] = field(default_factory=set)
-    inserted: dict[str, bool] = field(default_factory=dict)  # id -> newer than the last yielded when added
-    ever: dict[str, int] = field(default_factory=dict)  # every id ever present -> createdAt (ms)
-
-    def check_promises(self) -> None:
-        dupes = [i for i, c in Counter(self.yielded).items() if c > 1]
-        assert not dupes, f"yielded twice: {dupes}"
-        assert self.yielded_ms == sorted(self.yielded_ms, reverse=True), "createdAt increased"
-        if self.error is None:  # a listing that gave up says so; until then it yields no gap either
-            missing = sorted(self.original - self.deleted - set(self.yielded))
-            assert not missing, f"present throughout but never yielded: {missing}"
-        assert set(self.yielded) <= self.original | set(self.inserted)
-        newer = [i for i in self.yielded if self.inserted.get(i)]
-        assert not newer, f"yielded transactions added at the head during the listing: {newer}"
-        group = max(Counter(self.ever.values()).values(), default=0)
-        assert self.max_tie_ids <= max(group, 1), "the cursor remembered more ids than one group of ties"
-
-    def check_requests(self, page_size: int, max_total: int) -> None:
-        """The bound tests/reliability/test_rel_pagination.py asserts through the hook (the same formula)."""
-        group = max(Counter(self.ever.values()).values(), default=0)
-        read = min(100, page_size + 1 + group)
-        per_page = max(1, read - 1 - min(group, read - 2))
-        base = 1 + math.ceil(max(0, max_total - page_size) / per_page)
-        per_event = 4 + 2 * math.ceil(math.log2(max_total + 2))
-        bound = base + self.events * per_event
-        assert self.requests <= bound, f"{self.requests} requests > bound {bound} (base {base}, {self.events} events)"
+from airflow_provider_localleads.client import pagination as _pagination
+from airflow_provider_localleads.client.pagination import MAX_PAGE_SIZE, TRANSACTIONS_PATH, iter_exactly_once
+from airflow_provider_localleads.exceptions import LocalLeadsResponseError
+from airflow_provider_localleads.models import TransactionPage
 
 
 def run_listing(
     history: History, page_size: int, mutate: Callable[[int, Listing], bool] | None = None, *, lenient: bool = False
 ) -> Listing:
     """List everything; ``mutate(request_number, listing)`` runs before each page and says if it changed anything."""
-    listing = Listing(original={t.id for t in history.items}, ever={t.id: t.ms for t in history.items})
-
-    def before(number: int) -> None:
-        if mutate is not None and mutate(number, listing):
-            listing.events += 1
-
-    history.before = before
-    generator = iter_exactly_once(history.fetch, page_size)
-    try:
-        for txn in generator:
-            listing.yielded.append(txn.id)
-            listing.yielded_ms.append(listing.ever[txn.id])
-            frame = getattr(generator, "gi_frame", None)
-            cursor = frame.f_locals.get("cursor") if frame is not None else None
-            if cursor is not None:
-                listing.max_tie_ids = max(listing.max_tie_ids, len(cursor.tie_ids))
-    except LocalLeadsResponseError as err:
-        if not lenient:
-            raise
-        listing.error = err
-    finally:
-        history.before = None
-    listing.requests = history.requests
-    return listing
-
-
-def insert(history: History, listing: Listing, created_ms: list[int]) -> list[Txn]:
-    last = listing.yielded_ms[-1] if listing.yielded_ms else None
-    new = history.add(created_ms)
-    for txn in new:
-        listing.inserted[txn.id] = last is not None and txn.ms > last
-        listing.ever[txn.id] = txn.ms
-    return new
-
-
-def delete(history: History, listing: Listing, txn_id: str) -> None:
-    history.delete(txn_id)
-    listing.deleted.add(txn_id)
-
-
-def distinct(n: int) -> list[int]:
-    return [i * 1000 for i in range(n)]
+    return run_history_listing(history, lambda: iter_exactly_once(history.fetch, page_size), mutate, lenient=lenient)
 
 
 # ------------------------------------------------------------------------------------ the properties
-
-OPS = st.one_of(
-    # head: count, and whether the new ones tie with the newest transaction
-    st.tuples(st.just("head"), st.integers(1, 40), st.booleans()),
-    # middle: count, and which existing timestamp (or a new one between two) they are back-dated to
-    st.tuples(st.just("middle"), st.integers(1, 5), st.integers(0, 10**6)),
-    st.tuples(st.sampled_from(["yielded", "unyielded", "last_yielded", "any"]), st.integers(0, 10**6), st.just(0)),
-)
-
-
-def apply_ops(history: History, listing: Listing, ops: list[tuple[str, int, Any]]) -> bool:
-    changed = False
-    for kind, a, b in ops:
-        current = history.ordered()
-        if kind == "head":
-            newest = history.newest_ms()
-            insert(history, listing, [newest if b else newest + 1 + i for i in range(a)])
-            changed = True
-        elif kind == "middle":
-            if current:
-                stamps = sorted({t.ms for t in current})
-                picked = [stamps[(b + i) % len(stamps)] - (b % 2) * (i % 2) for i in range(a)]  # some between two
-                insert(history, listing, [max(0, ms) for ms in picked])
-                changed = True
-        else:
-            yielded = set(listing.yielded)
-            if kind == "yielded":
-                pool = [t.id for t in current if t.id in yielded]
-            elif kind == "unyielded":
-                pool = [t.id for t in current if t.id not in yielded]
-            elif kind == "last_yielded":
-                alive = {t.id for t in current}
-                pool = [listing.yielded[-1]] if listing.yielded and listing.yielded[-1] in alive else []
-            else:
-                pool = [t.id for t in current]
-            if pool:
-                delete(history, listing, pool[a % len(pool)])
-                changed = True
-    return changed
-
 
 PAGE_SIZES = st.one_of(st.integers(1, 12), st.sampled_from([25, 99, 100]))
 FAST = settings(
@@ -249,15 +43,9 @@ FAST = settings(
 
 
 def draw_history(data: st.DataObject, *, max_n: int = 70, lie: str | None = None) -> History:
-    n = data.draw(st.integers(0, max_n), label="n")
-    ties = data.draw(st.booleans(), label="ties")
-    if ties:  # groups of up to n (< 98): the order of ties may change on every request
-        created = data.draw(st.lists(st.integers(0, max(1, n // 4)), min_size=n, max_size=n), label="created")
-    else:
-        created = distinct(n)
-    unstable = ties and data.draw(st.booleans(), label="unstable")
+    created, unstable = draw_created(data, max_n)
     lie = lie if lie is not None else data.draw(st.sampled_from(LIES), label="lie")
-    return History(created, unstable_ties=unstable, seed=n, lie=lie)
+    return History(created, unstable_ties=unstable, seed=len(created), lie=lie)
 
 
 @settings(FAST, max_examples=500)
@@ -265,9 +53,7 @@ def draw_history(data: st.DataObject, *, max_n: int = 70, lie: str | None = None
 def test_every_survivor_exactly_once_under_random_changes(data: st.DataObject) -> None:
     history = draw_history(data)
     page_size = data.draw(PAGE_SIZES, label="page_size")
-    schedule = data.draw(
-        st.dictionaries(st.integers(2, 14), st.lists(OPS, min_size=1, max_size=3), max_size=4), label="schedule"
-    )
+    schedule = data.draw(SCHEDULES, label="schedule")
     listing = run_listing(history, page_size, lambda number, lst: apply_ops(history, lst, schedule.get(number, [])))
     listing.check_promises()
     if history.lie == "true":

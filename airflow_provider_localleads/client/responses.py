@@ -1,32 +1,27 @@
 """Turn one HTTP answer (status, headers, body bytes) into a model or a typed error.
 
 Shared by the synchronous (requests) and asynchronous (httpx) paths so both judge answers the same
-way. Error messages quote at most a short, whitespace-collapsed excerpt of what the server said,
-passed through ``redact`` so that a server echoing the API key back cannot leak it into logs.
+way. Whatever the bytes, :func:`parse_answer` gives a valid model or a ``LocalLeadsError``, never a
+``KeyError``/``TypeError``/bare ``ValueError``. Beyond the models' own checks:
 
-:func:`parse_answer` is the whole path from bytes to a model that the hook uses for every endpoint:
-whatever the bytes, the result is a valid model or a ``LocalLeadsError`` (never a
-``KeyError``/``TypeError``/bare ``ValueError``). What it decides, beyond the models' own checks:
-
-* The ``Content-Type`` is not trusted either way: the body is judged on what it is (a JSON object
-  labelled ``text/plain`` is accepted; an HTML page labelled ``application/json`` is refused).
-* Lone UTF-16 surrogates (``"\\ud800"`` escapes) in any string become U+FFFD, so a model can always be
-  encoded, logged and stored; NUL characters are valid JSON text and are kept. An integer longer
-  than Python converts is valid JSON: the field holding it is named (``OversizedInteger``).
-* Field errors carry the HTTP status and the request id, like every other error.
-
-:func:`check_page` refuses a transactions page that is not the one asked for.
+* The ``Content-Type`` is trusted neither way: the body is judged on what it is.
+* Lone UTF-16 surrogates (``"\\ud800"`` escapes) become U+FFFD: Python accepts them, but a string
+  holding one cannot be encoded as UTF-8, so logging or storing it would crash later. An integer
+  longer than Python converts is valid JSON: its field is named.
+* Every error of an answer gets its HTTP context (status, path, request id) in one place,
+  :func:`_in_context`; what the server said is quoted only as a short excerpt passed through
+  ``redact``, so a server echoing the API key back cannot leak it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from airflow_provider_localleads._retry import parse_retry_after
+from airflow_provider_localleads.client.retry import parse_retry_after
+from airflow_provider_localleads.client.values import excerpt
 from airflow_provider_localleads.exceptions import (
     LocalLeadsAuthenticationError,
     LocalLeadsError,
@@ -47,8 +42,6 @@ REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-amzn-requestid", "cf-ray"
 #: The most a response body may hold; a page of 100 transactions is ~25 KB.
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
-_WHITESPACE = re.compile(r"\s+")
-_TAGS = re.compile(r"<[^>]{0,200}>")
 #: A JSON escape that can produce a UTF-16 surrogate (paired ones are combined by the parser).
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
@@ -61,16 +54,6 @@ def request_id_from(headers: Mapping[str, str]) -> str | None:
         if value:
             return value[:100]
     return None
-
-
-def excerpt(text: str, redact: Callable[[str], str], limit: int = 200) -> str:
-    """A short single-line excerpt of a body (HTML tags dropped) that is safe to log."""
-    # Redact the whole text before cutting it: a key cut in half would no longer match. Bodies are
-    # already capped at MAX_BODY_BYTES by the readers.
-    text = redact(_WHITESPACE.sub(" ", _TAGS.sub(" ", text)).strip())
-    if len(text) > limit:
-        text = text[: limit - 3] + "..."
-    return text
 
 
 def _reject_constant(name: str) -> Any:
@@ -109,11 +92,7 @@ def _without_lone_surrogates(value: Any) -> Any:
 
 
 def decode_json(body: bytes) -> Any:
-    """Parse JSON strictly: UTF-8 (a BOM is tolerated), no NaN/Infinity. Raises ValueError.
-
-    Lone surrogates (from ``\\udXXX`` escapes) are replaced by U+FFFD: Python would accept them but
-    they cannot be encoded as UTF-8, so logging or storing such a string later would crash.
-    """
+    """Parse JSON strictly (UTF-8, a BOM tolerated, no NaN/Infinity), lone surrogates made U+FFFD."""
     text = body.decode("utf-8-sig")
     try:
         parsed = json.loads(text, parse_constant=_reject_constant)
@@ -141,20 +120,8 @@ def _server_message(parsed: Any, body: bytes, redact: Callable[[str], str]) -> s
     return excerpt(body.decode("utf-8", "replace"), redact)
 
 
-def interpret_response(
-    status: int,
-    headers: Mapping[str, str],
-    body: bytes,
-    *,
-    path: str,
-    redact: Callable[[str], str],
-) -> dict[str, Any]:
-    """Return the JSON object of a successful answer, or raise the LocalLeadsError it deserves."""
-    request_id = request_id_from(headers)
-    if request_id is not None:
-        # A header is the server's text too: a proxy echoing the Authorization header must not leak it.
-        request_id = redact(request_id)
-    context: dict[str, Any] = {"path": path, "status_code": status, "request_id": request_id}
+def _json_object(status: int, headers: Mapping[str, str], body: bytes, redact: Callable[[str], str]) -> dict[str, Any]:
+    """The JSON object of a successful answer, or the LocalLeadsError it deserves (without HTTP context)."""
     parsed: Any = None
     json_ok = False
     if body.strip():
@@ -173,105 +140,80 @@ def interpret_response(
             raise LocalLeadsResponseError(
                 f"The LocalLeads API answered with {what} instead of JSON"
                 + (f" ({excerpt(body.decode('utf-8', 'replace'), redact, 120)!r})" if body.strip() else "")
-                + ". A proxy, captive portal or wrong base URL may be in the way; check the connection's host",
-                **context,
+                + ". A proxy, captive portal or wrong base URL may be in the way; check the connection's host"
             )
         if not isinstance(parsed, dict):
             raise LocalLeadsResponseError(
                 f"The LocalLeads API answered with a JSON {type(parsed).__name__}, expected an object with "
-                "'success' and 'data'; check the connection's host points at the LocalLeads API",
-                **context,
+                "'success' and 'data'; check the connection's host points at the LocalLeads API"
             )
         success = parsed.get("success")
         if success is True:
             return parsed
         if success is False:
             raise LocalLeadsResponseError(
-                f"The LocalLeads API reported a failure: {_server_message(parsed, body, redact)}", **context
+                f"The LocalLeads API reported a failure: {_server_message(parsed, body, redact)}"
             )
         raise LocalLeadsResponseError(
-            "The LocalLeads API answer has no boolean 'success' field; check the connection's host", **context
+            "The LocalLeads API answer has no boolean 'success' field; check the connection's host"
         )
 
     said = _server_message(parsed if json_ok else None, body, redact)
     said = f" The API said: {said!r}." if said else ""
-    error: LocalLeadsError
+    retry_after = parse_retry_after(headers.get("Retry-After") or headers.get("retry-after"))
     if status in (401, 403):
-        error = LocalLeadsAuthenticationError(
+        raise LocalLeadsAuthenticationError(
             f"The LocalLeads API refused the API key ({'unauthorised' if status == 401 else 'forbidden'})."
             f"{said} Check the API key in the connection's password field (or LOCALLEADS_API_KEY) and "
-            "that it belongs to the right organisation",
-            **context,
+            "that it belongs to the right organisation"
         )
-    elif status == 429:
-        error = LocalLeadsRateLimitError(
+    if status == 429:
+        raise LocalLeadsRateLimitError(
             f"The LocalLeads API is rate limiting this API key.{said} Retry later or reduce how often "
             "tasks using this key call the API (e.g. a longer poke_interval)",
-            retry_after=parse_retry_after(headers.get("Retry-After") or headers.get("retry-after")),
-            **context,
+            retry_after=retry_after,
         )
-    elif status == 408 or status >= 500:
-        error = LocalLeadsServerError(
+    if status == 408 or status >= 500:
+        raise LocalLeadsServerError(
             f"The LocalLeads API (or a proxy in front of it) failed.{said} This is usually temporary: "
             "retry later; if it persists, check the provider's status page",
-            retry_after=parse_retry_after(headers.get("Retry-After") or headers.get("retry-after")),
-            **context,
+            retry_after=retry_after,
         )
-    elif 300 <= status < 400:
+    if 300 <= status < 400:
         location = excerpt(headers.get("Location") or headers.get("location") or "?", redact, 200)
-        error = LocalLeadsResponseError(
+        raise LocalLeadsResponseError(
             f"The LocalLeads API redirected to {location}; redirects are not followed so the API key is "
-            "never sent elsewhere. Set the connection's host to the final base URL",
-            **context,
+            "never sent elsewhere. Set the connection's host to the final base URL"
         )
-    else:
-        error = LocalLeadsRequestError(
-            f"The LocalLeads API rejected the request.{said} Check the arguments passed to the hook "
-            "and that the connection's host is the API's base URL",
-            **context,
-        )
-    raise error
+    raise LocalLeadsRequestError(
+        f"The LocalLeads API rejected the request.{said} Check the arguments passed to the hook "
+        "and that the connection's host is the API's base URL"
+    )
 
 
-def _with_context(
-    err: LocalLeadsResponseError, *, path: str, status: int, headers: Mapping[str, str], redact: Callable[[str], str]
-) -> LocalLeadsResponseError:
-    """A model's field error re-raised with the HTTP status and request id (models only know the path)."""
-    message = str(err)
-    suffix = f" [GET {path}]"
-    if message.endswith(suffix):
-        message = message[: -len(suffix)]
+def _in_context(
+    err: Exception, status: int, headers: Mapping[str, str], *, path: str, redact: Callable[[str], str]
+) -> LocalLeadsError:
+    """``err`` raised again with the answer's HTTP context: the one place it is attached.
+
+    The status errors and the models' and page checks' content errors know nothing of HTTP. A value
+    the models accepted as text but Python cannot represent (OverflowError/ValueError, e.g. a year-1
+    timestamp with a positive offset) becomes a LocalLeadsResponseError. The request id is the
+    server's text too (a proxy may echo the Authorization header), so it is redacted like the rest.
+    """
+    if not isinstance(err, LocalLeadsError):
+        err = LocalLeadsResponseError(
+            f"Unexpected response from the LocalLeads API: a value is out of range ({type(err).__name__}: "
+            f"{excerpt(str(err), limit=80)}); check the host in the connection"
+        )
     request_id = request_id_from(headers)
-    return LocalLeadsResponseError(
-        redact(message), path=path, status_code=status, request_id=None if request_id is None else redact(request_id)
-    )
-
-
-def _out_of_range(err: Exception, path: str) -> LocalLeadsResponseError:
-    """A value the models accepted as text but Python cannot represent (e.g. a timestamp in year 1
-    with a positive offset: converting it to UTC overflows)."""
-    return LocalLeadsResponseError(
-        f"Unexpected response from the LocalLeads API: a value is out of range ({type(err).__name__}: "
-        f"{str(err)[:80]}); check the host in the connection",
+    return type(err)(
+        redact(err.summary),
         path=path,
+        status_code=status,
+        request_id=None if request_id is None else redact(request_id),
+        retry_after=err.retry_after,
     )
-
-
-@contextlib.contextmanager
-def _answer_context(
-    *, path: str, status: int, headers: Mapping[str, str], redact: Callable[[str], str]
-) -> Iterator[None]:
-    """Turn what building a model from an answer raises into a LocalLeadsResponseError with the HTTP
-    status and request id: the models' field errors (they only know the path), the page checks
-    here, and values Python cannot represent (OverflowError/ValueError)."""
-    try:
-        yield
-    except LocalLeadsResponseError as err:
-        raise _with_context(err, path=path, status=status, headers=headers, redact=redact) from None
-    except (OverflowError, ValueError) as err:
-        raise _with_context(
-            _out_of_range(err, path), path=path, status=status, headers=headers, redact=redact
-        ) from None
 
 
 def parse_answer(
@@ -283,38 +225,32 @@ def parse_answer(
     redact: Callable[[str], str],
     build: Callable[[Mapping[str, Any]], T],
 ) -> T:
-    """Bytes to a model: ``build`` gets the JSON object of a successful answer (``Model.from_response``).
-
-    Everything ``build`` raises about the answer's content becomes a LocalLeadsResponseError with
-    the HTTP status and request id; errors of the status itself come from :func:`interpret_response`.
-    """
-    parsed = interpret_response(status, headers, body, path=path, redact=redact)
-    with _answer_context(path=path, status=status, headers=headers, redact=redact):
-        return build(parsed)
+    """Bytes to a model: ``build`` gets the JSON object of a successful answer (``Model.from_response``)."""
+    try:
+        return build(_json_object(status, headers, body, redact))
+    except (LocalLeadsError, OverflowError, ValueError) as err:
+        raise _in_context(err, status, headers, path=path, redact=redact) from None
 
 
 def check_page(page: TransactionPage, *, limit: int, offset: int, redact: Callable[[str], str]) -> TransactionPage:
     """``page`` if it is the page asked for with ``limit``/``offset``, else a LocalLeadsResponseError.
 
     ``meta.offset`` must equal the offset sent (a proxy or cache that drops the query string would
-    otherwise make a listing loop or repeat), no more items than the limit sent, newest first, and
-    no id twice (refused rather than de-duplicated: a page that contradicts itself cannot be paged
-    exactly once). ``meta.total`` is taken as the API's estimate; a total smaller than the page is
-    accepted (totals and pages may be counted at different moments); the listing trusts it only
-    when it agrees exactly with a page. Call it inside :func:`parse_answer`'s ``build``, where its
-    errors get the HTTP context.
+    otherwise make a listing loop or repeat), no more items than the limit, newest first, and no id
+    twice (refused, not de-duplicated: a page that contradicts itself cannot be paged exactly once).
+    ``meta.total`` is only the API's estimate (totals and pages may be counted at different moments).
+    Call it inside :func:`parse_answer`'s ``build``, where its errors get the HTTP context.
     """
     problem = _page_problem(page, limit=limit, offset=offset, redact=redact)
     if problem is not None:
         raise LocalLeadsResponseError(
             f"Unexpected response from the LocalLeads API: {problem}. Check the host in the connection; "
-            "if it is right, report this to LocalLeads with the request id",
+            "if it is right, report this to LocalLeads with the request id"
         )
     return page
 
 
 def _page_problem(page: TransactionPage, *, limit: int, offset: int, redact: Callable[[str], str]) -> str | None:
-    """What makes ``page`` not the page asked for, or None."""
     if page.offset != offset:
         return (
             f"meta.offset is {page.offset} but offset={offset} was asked for; a proxy or cache may be "

@@ -2,11 +2,11 @@
 
 An attempt sends one GET and returns an :class:`Answer` (status, headers, capped body) or raises a
 :class:`~airflow_provider_localleads.exceptions.LocalLeadsError`; judging the answer is
-:mod:`airflow_provider_localleads._responses`' job and retrying is :mod:`airflow_provider_localleads._retry`'s.
+:mod:`~airflow_provider_localleads.client.responses`' job and retrying is :mod:`~.retry`'s.
 
 * Wall clock: socket timeouts bound each ``recv``, not the attempt, so a server dripping a byte a
   second would hold a worker for hours. Sync attempts run under an
-  :class:`~airflow_provider_localleads._deadline.AttemptDeadline`, async ones under ``asyncio.timeout``.
+  :class:`~airflow_provider_localleads.client.deadline.AttemptDeadline`, async ones under ``asyncio.timeout``.
 * Bodies are capped at ``MAX_BODY_BYTES``, announced or received, compressed or not.
 * The key: only ever in the ``Authorization`` header of this request (an auth object, so
   ``~/.netrc`` cannot replace it), redirects are never followed, the exceptions chained under ours
@@ -30,11 +30,12 @@ import requests
 import urllib3
 
 from airflow_provider_localleads import __version__
-from airflow_provider_localleads._deadline import AttemptDeadline, WatchedAdapter
-from airflow_provider_localleads._responses import MAX_BODY_BYTES, excerpt
-from airflow_provider_localleads._secrets import BearerAuth, exception_chain, strip_requests
-from airflow_provider_localleads._settings import ConnectionSettings, is_loopback
-from airflow_provider_localleads._tls import checked_ca_bundle, shared_ssl_context
+from airflow_provider_localleads.client.deadline import AttemptDeadline, WatchedAdapter
+from airflow_provider_localleads.client.responses import MAX_BODY_BYTES
+from airflow_provider_localleads.client.secrets import BearerAuth, exception_chain, strip_requests
+from airflow_provider_localleads.client.settings import ConnectionSettings, is_loopback
+from airflow_provider_localleads.client.tls import checked_ca_bundle, shared_ssl_context
+from airflow_provider_localleads.client.values import excerpt
 from airflow_provider_localleads.exceptions import (
     LocalLeadsConnectionError,
     LocalLeadsError,
@@ -79,7 +80,7 @@ def open_async_client() -> httpx.AsyncClient:
     Redirects are not followed and the key is set per request, never on the client. Bodies are asked
     for uncompressed (``Accept-Encoding: identity``): httpx inflates a whole network chunk at once, so
     a compressed answer could expand far past the cap before it is checked. The CA bundle is the one
-    the synchronous path trusts, loaded once per process (:mod:`airflow_provider_localleads._tls`).
+    the synchronous path trusts, loaded once per process (:mod:`airflow_provider_localleads.client.tls`).
     """
     import httpx
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from airflow_provider_localleads._arguments import ON_INSUFFICIENT_CHOICES
+from airflow_provider_localleads.planning.arguments import ON_INSUFFICIENT_CHOICES
 
 if TYPE_CHECKING:
     from airflow_provider_localleads.models import CreditBalance, CreditUsage

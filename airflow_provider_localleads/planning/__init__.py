@@ -1,0 +1,1 @@
+"""Credit planning below the tasks: the check, usage and forecast, estimates' helpers, metrics."""
