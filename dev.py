@@ -8,7 +8,8 @@ version its constraints file (``constraints/airflow-<version>-py3.11.txt``) name
 them and only reinstall when ``pyproject.toml``, the line's pins or its constraints file change.
 
     python3 dev.py demo            # start the sandbox API and run the example DAGs against it
-    python3 dev.py test            # ruff + mypy + pytest on every Airflow line we support
+    python3 dev.py test            # ruff + mypy + pytest on every Airflow line we support, the built
+                                   # wheel installed beside Airflow 3.3.2 and 2.11.2 (tests/packaging)
     python3 dev.py test -k hook    # extra arguments go to pytest
     python3 dev.py test --latest   # the same with today's newest dependencies instead of the locked ones
     python3 dev.py lock            # (re)write the constraints files with uv's resolver
@@ -122,9 +123,9 @@ LINES: dict[str, Line] = {
         env={"AIRFLOW__API_AUTH__JWT_ISSUER": "airflow"},
         airflow_only=True,
     ),
-    # Preview of the next line (a beta): not in CI by default (its 8.4 minutes would take CI past 45),
-    # run with LOCALLEADS_AIRFLOW_VERSIONS=3.4.0b2; no pins needed (2026-12-08: the tests that touch
-    # Airflow all passed); the README's compatibility table has its last result.
+    # Preview of the next line (a beta): not in CI by default (its 4 to 8.5 minutes would take CI to 45 or
+    # past), run with LOCALLEADS_AIRFLOW_VERSIONS=3.4.0b2; no pins needed (2026-12-08: the tests that
+    # touch Airflow all passed); docs/compatibility.md has its last result.
     "3.4.0b2": Line(airflow_only=True, default=False),
 }
 
