@@ -29,10 +29,13 @@ import tarfile
 import venv
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent
 VENVS = ROOT / ".venvs"
 CONSTRAINTS = ROOT / "constraints"
+#: The build backend's versions, for ``dev.py build`` (written by ``dev.py lock`` too).
+BUILD_CONSTRAINTS = CONSTRAINTS / "build.txt"
 DIST = ROOT / "dist"
 PROJECT = "airflow-provider-localleads"
 #: The Python the constraints are resolved for (and CI runs).
@@ -169,13 +172,17 @@ def constraints_file(version: str) -> Path:
     return CONSTRAINTS / f"airflow-{version}-py{PYTHON}.txt"
 
 
+def _pyproject() -> dict[str, Any]:
+    import tomllib  # here: main() must be able to tell a Python < 3.11 what it needs
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
 def _lock_inputs(version: str) -> tuple[list[str], str]:
     """The lock's inputs as written in its header (the checkout as ``.``) and their digest, which also
     covers the dependency lists of pyproject.toml the lock resolved."""
-    import tomllib  # here: main() must be able to tell a Python < 3.11 what it needs
-
     inputs = [req.replace(str(ROOT), ".", 1) for req in _requirements(version)]
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    project = _pyproject()["project"]
     resolved = [inputs, project["dependencies"], project["optional-dependencies"]]
     return inputs, hashlib.sha256(repr(resolved).encode()).hexdigest()
 
@@ -194,26 +201,26 @@ def _locked(version: str) -> Path:
     return path
 
 
+def _compile(requirements: list[str], *options: str) -> str:
+    """uv's resolution of ``requirements`` for Python 3.11 on every platform, as requirements lines."""
+    compile_ = ["pip", "compile", "--quiet", "--universal", "--python-version", PYTHON, "--no-header", *options, "-"]
+    result = subprocess.run(  # noqa: S603
+        [str(_uv()), *compile_], input="\n".join(requirements), capture_output=True, text=True, cwd=ROOT, check=False
+    )
+    if result.returncode != 0:
+        print(result.stderr, file=sys.stderr)
+        sys.exit(result.returncode)
+    return result.stdout
+
+
 def cmd_lock(_args: list[str]) -> int:
-    """constraints/airflow-<version>-py3.11.txt for every line (preview lines too) with uv's resolver."""
-    uv = _uv()
+    """constraints/airflow-<version>-py3.11.txt for every line (preview lines too) with uv's resolver, and
+    constraints/build.txt for the build backend."""
     CONSTRAINTS.mkdir(exist_ok=True)
     for version in _versions(preview=True):
         path = constraints_file(version)
         inputs, digest = _lock_inputs(version)
         _log(f"Locking Airflow {version} into {path.relative_to(ROOT)}")
-        compile_ = [uv, "pip", "compile", "--quiet", "--universal", "--python-version", PYTHON, "--no-header"]
-        result = subprocess.run(  # noqa: S603
-            [*map(str, compile_), "--no-emit-package", PROJECT, "-"],
-            input="\n".join(_requirements(version)),
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            check=False,
-        )
-        if result.returncode != 0:
-            print(result.stderr, file=sys.stderr)
-            return result.returncode
         header = [
             f"# Apache Airflow {version} with {PROJECT} and its test extras, Python {PYTHON}: the versions tested.",
             f"# Written by `python3 dev.py lock` (uv pip compile --universal --python-version {PYTHON}) from:",
@@ -221,8 +228,16 @@ def cmd_lock(_args: list[str]) -> int:
             "# (each pin's reason: LINES in dev.py). Do not edit; re-lock. The provider itself is not pinned.",
             f"# inputs-sha256: {digest}",
         ]
-        path.write_text("\n".join(header) + "\n" + result.stdout)
+        path.write_text("\n".join(header) + "\n" + _compile(_requirements(version), "--no-emit-package", PROJECT))
+    _lock_build()
     return 0
+
+
+def _lock_build() -> None:
+    requires = _pyproject()["build-system"]["requires"]
+    _log(f"Locking the build backend ({', '.join(requires)}) into {BUILD_CONSTRAINTS.relative_to(ROOT)}")
+    header = "# pyproject.toml's [build-system] requires, for `dev.py build`; written by `python3 dev.py lock`.\n"
+    BUILD_CONSTRAINTS.write_text(header + _compile(requires))
 
 
 def ensure_env(version: str, latest: bool = False) -> Path:
@@ -336,7 +351,10 @@ def _build() -> tuple[Path, Path]:
     """The sdist and the wheel (built from the sdist) in dist/, checked; returns both."""
     shutil.rmtree(DIST, ignore_errors=True)
     _log("uv build: the sdist and the wheel into dist/")
-    _run(_uv(), "build", "--quiet", "--out-dir", DIST, ROOT)
+    if not BUILD_CONSTRAINTS.exists():
+        _log(f"No {BUILD_CONSTRAINTS.relative_to(ROOT)}: run `python3 dev.py lock`")
+        sys.exit(2)
+    _run(_uv(), "build", "--quiet", "--build-constraints", BUILD_CONSTRAINTS, "--out-dir", DIST, ROOT)
     (sdist,), (wheel,) = DIST.glob("*.tar.gz"), DIST.glob("*.whl")
     tools = ensure_env(LINT_LINE)
     _log(f"twine check --strict {sdist.name} {wheel.name}")
