@@ -58,9 +58,10 @@ _DROPPED_ENV = (
     "LOCALLEADS_API_KEY",
     "AIRFLOW__CORE__UNIT_TEST_MODE",
 )
-#: Configuration a line needs for any Airflow it starts, kept although other AIRFLOW__* settings are
-#: not: dev.py sets it for the lines that need one (3.0.6's api-server signs no token without it).
-_LINE_CONFIG = ("AIRFLOW__API_AUTH__JWT_ISSUER",)
+#: Configuration kept although other AIRFLOW__* settings are not: what dev.py sets for the lines that
+#: need it (3.0.6's api-server signs no token without a JWT issuer), and the session's Fernet key
+#: (tests/conftest.py), as a deployment has one.
+_KEPT_CONFIG = ("AIRFLOW__API_AUTH__JWT_ISSUER", "AIRFLOW__CORE__FERNET_KEY")
 
 
 def canary_key() -> str:
@@ -94,7 +95,7 @@ class AirflowHome:
             for k, v in os.environ.items()
             if k not in _DROPPED_ENV
             and not k.startswith("AIRFLOW_CONN_")
-            and (not k.startswith("AIRFLOW__") or k in _LINE_CONFIG)
+            and (not k.startswith("AIRFLOW__") or k in _KEPT_CONFIG)
         }
         env.update(
             AIRFLOW_HOME=str(self.path),

@@ -152,7 +152,8 @@ _IMPORT_WEIGHT_SCRIPT = textwrap.dedent(
 
 
 def _child_env(home: Path) -> dict[str, str]:
-    """The parent's environment minus any Airflow/LocalLeads settings, plus a throw-away AIRFLOW_HOME."""
+    """The parent's environment minus any Airflow/LocalLeads settings, plus a throw-away AIRFLOW_HOME
+    (and the session's Fernet key, as a deployment has one)."""
     env = {
         name: value
         for name, value in os.environ.items()
@@ -166,6 +167,7 @@ def _child_env(home: Path) -> dict[str, str]:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_FOLDER": str(EXAMPLE_DAGS),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__CORE__FERNET_KEY": os.environ["AIRFLOW__CORE__FERNET_KEY"],
             "PYTHONWARNINGS": "ignore",
         }
     )
