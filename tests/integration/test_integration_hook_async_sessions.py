@@ -81,7 +81,7 @@ def test_aget_balance_honours_retry_after(localleads_sandbox: SandboxServer, san
     localleads_sandbox.rate_limit_next(retry_after="1")
     started = time.monotonic()
     assert asyncio.run(sandbox_hook.aget_balance()).available_credits == 82
-    assert time.monotonic() - started >= 0.95
+    assert time.monotonic() - started >= 0.95  # a lower bound: only the Retry-After explains it; load only adds time
     assert [r.status for r in localleads_sandbox.requests] == [429, 200]
 
 
@@ -103,7 +103,8 @@ def test_aget_balance_never_answering_server_is_bounded(
     started = time.monotonic()
     with pytest.raises(LocalLeadsConnectionError):
         asyncio.run(make_hook("ll_async_silent", timeout=0.5).aget_balance())
-    assert time.monotonic() - started < 3
+    # The README promises connect + read timeout (1 s here); 5x for a loaded CI machine.
+    assert time.monotonic() - started < 5
     assert server.accepted == 1
 
 
@@ -115,7 +116,8 @@ def test_aget_balance_never_answering_server_is_retried(
     started = time.monotonic()
     with pytest.raises(LocalLeadsConnectionError):
         asyncio.run(make_hook("ll_async_silent2", timeout=0.5).aget_balance())
-    assert time.monotonic() - started < 4
+    # The README promises connect + read timeout per attempt (2 x 1 s here); 5x for a loaded CI machine.
+    assert time.monotonic() - started < 10
     assert len(server.requests) == 2
 
 
