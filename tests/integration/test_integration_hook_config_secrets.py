@@ -350,8 +350,14 @@ class LeakWitness:
             if record.exc_info and record.exc_info[1] is not None:
                 text += "".join(traceback.format_exception(record.exc_info[1]))
             # The HTTP libraries' own DEBUG records (httpcore logs response headers: an echoed key) reach
-            # a log only through Airflow's handlers, which mask: judge them as Airflow writes them.
-            texts.append(str(redact(text)) if record.name.split(".")[0] in HTTP_LIBRARIES else text)
+            # a log only through Airflow's handlers, which mask: judge them as Airflow writes them. That
+            # takes a masker knowing the whole key (on 2.11 another test's one-letter key masks that
+            # letter everywhere, which would hide a canary too).
+            if record.name.split(".")[0] in HTTP_LIBRARIES and any(c in text for c in canaries):
+                for canary in (c for c in canaries if c in text):
+                    assert str(redact(canary)) == "***", f"{record.name} logged a key unknown to Airflow's masker"
+                text = str(redact(text))
+            texts.append(text)
         out, err = self.capfd.readouterr()
         texts += [out, err]
         joined = "\n".join(texts)
@@ -527,7 +533,7 @@ def test_a_key_from_the_environment_is_given_to_airflows_masker(
 ) -> None:
     """Airflow masks a connection's password when it looks it up; LOCALLEADS_API_KEY only if the hook says so."""
     key = _canary()
-    assert key in str(redact(f"before {key}"))  # unknown to the masker until the hook reads it
+    assert str(redact(f"before {key}")) != "before ***"  # unknown to the masker until the hook reads it
     server = raw_server(_echo_in_a_header)
     set_conn("ll_env_masked", host=server.url, max_retries=0)
     monkeypatch.setenv("LOCALLEADS_API_KEY", key)

@@ -81,7 +81,12 @@ def evidence_of(err: BaseException | None, hook: LocalLeadsHook, caplog: Any, ca
     formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
     for record in caplog.records:
         text = formatter.format(record) + repr(record.args)  # includes exc_info tracebacks
-        texts.append(str(redact(text)) if record.name.split(".")[0] in HTTP_LIBRARIES else text)
+        if record.name.split(".")[0] in HTTP_LIBRARIES and CANARY in text:
+            # As Airflow writes it, masked: that takes a masker knowing the whole key (on 2.11 another
+            # test's one-letter key masks that letter everywhere, which would hide the canary too).
+            assert str(redact(CANARY)) == "***", f"{record.name} logged the key, unknown to Airflow's masker"
+            text = str(redact(text))
+        texts.append(text)
     out, errout = capfd.readouterr()
     texts += [out, errout, repr(hook), repr(hook.__dict__)]
     if err is not None:
