@@ -75,10 +75,8 @@ def open_session() -> requests.Session:
 def open_async_client() -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` for the asynchronous attempts (the trigger keeps one across polls).
 
-    Redirects are not followed and the key is set per request, never on the client. Bodies are asked
-    for uncompressed (``Accept-Encoding: identity``): httpx inflates a whole network chunk at once, so
-    a compressed answer could expand far past the cap before it is checked. The CA bundle is the one
-    the synchronous path trusts, loaded once per process (:mod:`airflow_provider_localleads.client.tls`).
+    The key is set per request, never on the client; bodies are asked for uncompressed (see
+    :class:`_BoundedBody`); the CA bundle is the synchronous path's (:mod:`~.tls`).
     """
     import httpx
 
