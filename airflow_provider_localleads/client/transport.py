@@ -7,7 +7,7 @@ An attempt sends one GET and returns an :class:`Answer` (status, headers, capped
 * Wall clock: socket timeouts bound each ``recv``, not the attempt. Async attempts run under
   ``asyncio.timeout``. Sync ones cut each wait to the time left and check it between body reads; no
   public interface of requests or urllib3 bounds a whole request, so a head dripped byte by byte is
-  bounded per read only (README "Bounded time": Airflow's ``execution_timeout`` bounds that).
+  bounded per read only (docs/reliability.md: Airflow's ``execution_timeout`` bounds that).
 * Bodies are capped at ``MAX_BODY_BYTES``, announced or received, compressed or not.
 * The key goes only in this request's ``Authorization`` header; redirects are not followed; the
   exceptions chained under ours are stripped of their request (:mod:`~.secrets`).
