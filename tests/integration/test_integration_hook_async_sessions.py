@@ -161,7 +161,7 @@ def test_aget_balance_looks_the_connection_up_without_blocking(
     """Inside a running event loop the synchronous look-up is off limits: common.compat's
     get_async_connection is used, once (on Airflow before 3.3.2 it runs the synchronous look-up in a
     worker thread, which is allowed)."""
-    from airflow.providers.common.compat import connection as compat_connection
+    from airflow_provider_localleads.hooks import localleads as hook_module
 
     real_lookup = LocalLeadsHook.get_connection
 
@@ -174,13 +174,13 @@ def test_aget_balance_looks_the_connection_up_without_blocking(
 
     monkeypatch.setattr(LocalLeadsHook, "get_connection", classmethod(lookup_off_the_loop))
     calls: list[str] = []
-    real = compat_connection.get_async_connection
+    real = hook_module.get_async_connection  # common.compat's, imported at the top of the hook module
 
     async def spy(conn_id: str, hook: Any = None) -> Any:
         calls.append(conn_id)
         return await real(conn_id, hook)
 
-    monkeypatch.setattr(compat_connection, "get_async_connection", spy)
+    monkeypatch.setattr(hook_module, "get_async_connection", spy)
 
     async def main() -> tuple[CreditBalance, CreditBalance]:
         first = await sandbox_hook.aget_balance()
