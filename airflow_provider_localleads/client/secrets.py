@@ -2,19 +2,19 @@
 
 * :class:`BearerAuth` puts it in ``Authorization`` for one request (an auth object, so ``~/.netrc``
   cannot replace it) and shows ``***`` in its repr.
-* :func:`register_key` redacts it from the HTTP libraries' own DEBUG log records.
+* Logs are Airflow's to mask: it masks a connection's password when it looks the connection up, but
+  not a key read from ``LOCALLEADS_API_KEY``, so :func:`mask_env_key` registers that one.
 * :func:`strip_requests` removes the request objects (their headers hold the key) that requests and
   httpx hang on their exceptions, before those become our errors' causes.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import threading
 from collections.abc import Iterator
+from typing import Any
 
 import requests
+from airflow.providers.common.compat.sdk import mask_secret
 from requests.auth import AuthBase
 
 
@@ -32,58 +32,23 @@ class BearerAuth(AuthBase):
         return "<BearerAuth ***>"
 
 
-class _KeyRedactingFilter(logging.Filter):
-    """Removes the API keys this process uses from the HTTP libraries' own log records.
+def mask_env_key(conn: Any, api_key: str) -> None:
+    """Register ``api_key`` with Airflow's masker unless it is ``conn``'s password (Airflow masked that)."""
+    if api_key != conn.password:
+        mask_secret(api_key)
 
-    httpcore logs the *response* headers at DEBUG: a proxy echoing the ``Authorization`` header back
-    would put the key into the log of whoever turned DEBUG on, and not every handler is Airflow's
-    (which masks connection passwords). Costs nothing unless those loggers are enabled at DEBUG.
+
+async def amask_env_key(conn: Any, api_key: str) -> None:
+    """:func:`mask_env_key` for the event loop, run the way common.compat looks connections up.
+
+    ``mask_secret`` tells the task's or triggerer's supervisor synchronously. On the loop's own thread
+    that raises on Airflow 3.0 and 3.1, and a plain ``asyncio.to_thread`` thread would drive the loop's
+    stream from a second loop; asgiref's ``sync_to_async`` thread hands the call back to the loop.
     """
+    if api_key != conn.password:
+        from asgiref.sync import sync_to_async  # only the triggerer's path needs it
 
-    LOGGERS = (
-        "httpx",
-        "httpcore.connection",
-        "httpcore.http11",
-        "httpcore.http2",
-        "httpcore.proxy",
-        "httpcore.socks",
-        "urllib3.connectionpool",
-        "urllib3.connection",
-        "urllib3.response",
-    )
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._keys: frozenset[str] = frozenset()
-        self._lock = threading.Lock()
-        self._installed = False
-
-    def register(self, key: str) -> None:
-        if key in self._keys and self._installed:
-            return
-        with self._lock:
-            self._keys = self._keys | {key}
-            if not self._installed:
-                for name in self.LOGGERS:
-                    logging.getLogger(name).addFilter(self)
-                self._installed = True
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        keys = self._keys
-        try:
-            message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a broken record is the logging module's business, not ours
-            return True
-        if any(key in message for key in keys):
-            for key in keys:
-                message = message.replace(key, "***")
-            record.msg, record.args = message, None
-        return True
-
-
-_REDACT_LOGS = _KeyRedactingFilter()
-#: Redact this key from the HTTP libraries' DEBUG logs (the hook calls it for every key it uses).
-register_key = _REDACT_LOGS.register
+        await sync_to_async(mask_secret)(api_key)
 
 
 def exception_chain(err: BaseException) -> Iterator[BaseException]:
@@ -109,12 +74,14 @@ def strip_requests(err: BaseException) -> None:
     """Drop the request/response objects that requests and httpx hang on their exceptions.
 
     They hold the ``Authorization`` header; the exception stays our error's cause, for its type and
-    message, but must not carry the key into error trackers or pickles.
+    message, but must not carry the key into error trackers or pickles. Only called on a failure,
+    which has imported httpx already (see ``transport._low_level``).
     """
+    import httpx
+
     for current in exception_chain(err):
         if isinstance(current, requests.exceptions.RequestException):
             current.request = None
             current.response = None
-        elif hasattr(current, "_request"):  # httpx.RequestError
-            with contextlib.suppress(AttributeError, TypeError):
-                current._request = None
+        elif isinstance(current, httpx.RequestError):
+            current.request = None  # type: ignore[assignment]  # the public setter; the getter then raises

@@ -1,14 +1,9 @@
 """Which CA certificates the provider trusts, the same for the worker (requests) and the triggerer (httpx).
 
-requests reads ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` and ignores ``SSL_CERT_FILE``; httpx reads
-``SSL_CERT_FILE``/``SSL_CERT_DIR`` and ignores the other two. Left alone, a company CA configured one
-way would make a sensor in poke mode work and the same sensor deferred fail with a certificate
-error. Both paths therefore use :func:`ca_bundle_from_env`: requests' variables first (as requests
-itself would), then OpenSSL's; with none set, certifi's bundle (both libraries' default).
-
-Loading a CA bundle costs 25-50 ms of CPU, so it is loaded once per process: the async path
-shares that ``SSLContext`` (:func:`shared_ssl_context`), and both paths refuse a bundle that does
-not load, naming its variable, before any request (:func:`checked_ca_bundle`).
+requests reads ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``, httpx ``SSL_CERT_FILE``/``SSL_CERT_DIR``:
+left alone, a company CA set one way would make a sensor work in poke mode and fail deferred. Both
+paths use :func:`ca_bundle_from_env` (requests' variables first, then OpenSSL's; else certifi's).
+A bundle costs 25-50 ms of CPU to load, so it is loaded once per process (:func:`shared_ssl_context`).
 """
 
 from __future__ import annotations
@@ -35,9 +30,8 @@ def ca_bundle_from_env() -> tuple[str, str] | None:
 def checked_ca_bundle() -> str | None:
     """The CA bundle path from the environment (None for certifi's), after checking it loads.
 
-    A wrong path, or a file that holds no certificates, would otherwise surface as a confusing
-    connection or certificate error on the first request (and a different one in each path); this
-    names the variable to fix. The check loads the bundle once per process (cached).
+    A wrong path or a file without certificates would otherwise fail the first request, differently
+    in each path; this names the variable to fix.
     """
     found = ca_bundle_from_env()
     if found is None:

@@ -4,15 +4,15 @@ An attempt sends one GET and returns an :class:`Answer` (status, headers, capped
 :class:`~airflow_provider_localleads.exceptions.LocalLeadsError`; judging the answer is
 :mod:`~airflow_provider_localleads.client.responses`' job and retrying is :mod:`~.retry`'s.
 
-* Wall clock: socket timeouts bound each ``recv``, not the attempt, so a server dripping a byte a
-  second would hold a worker for hours. Sync attempts run under an
-  :class:`~airflow_provider_localleads.client.deadline.AttemptDeadline`, async ones under ``asyncio.timeout``.
+* Wall clock: socket timeouts bound each ``recv``, not the attempt. Async attempts run under
+  ``asyncio.timeout``. Sync ones cut each wait to the time left and check it between body reads; no
+  public interface of requests or urllib3 bounds a whole request, so a head dripped byte by byte is
+  bounded per read only (docs/reliability.md: Airflow's ``execution_timeout`` bounds that).
 * Bodies are capped at ``MAX_BODY_BYTES``, announced or received, compressed or not.
-* The key: only ever in the ``Authorization`` header of this request (an auth object, so
-  ``~/.netrc`` cannot replace it), redirects are never followed, the exceptions chained under ours
-  are stripped of the request they carried, and the HTTP libraries' own DEBUG logs are redacted.
-* ONE table (:data:`_LOW_LEVEL`) turns what requests, urllib3, httpx, the ssl module and the OS
-  raise into our errors, for both attempts (:func:`_mapped_errors`).
+* The key goes only in this request's ``Authorization`` header; redirects are not followed; the
+  exceptions chained under ours are stripped of their request (:mod:`~.secrets`).
+* ONE table (:func:`_low_level`) turns what requests, urllib3, httpx, ssl and the OS raise into our
+  errors, for both attempts (:func:`_mapped_errors`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import http.client
 import ssl
+import time
 import zlib
 from collections.abc import Iterator, Mapping
 from functools import cache
@@ -30,7 +31,6 @@ import requests
 import urllib3
 
 from airflow_provider_localleads import __version__
-from airflow_provider_localleads.client.deadline import AttemptDeadline, WatchedAdapter
 from airflow_provider_localleads.client.responses import MAX_BODY_BYTES
 from airflow_provider_localleads.client.secrets import BearerAuth, exception_chain, strip_requests
 from airflow_provider_localleads.client.settings import ConnectionSettings, is_loopback
@@ -64,23 +64,19 @@ class Answer(NamedTuple):
 
 
 def open_session() -> requests.Session:
-    """A session for the synchronous attempts: our headers, our CA bundle, deadline-aware pools."""
+    """A session for the synchronous attempts: our headers, our CA bundle (requests' own retries are off)."""
     session = requests.Session()
     session.headers["User-Agent"] = USER_AGENT
     session.headers["Accept"] = "application/json"
     session.verify = checked_ca_bundle() or True  # the same CA bundle as the async path
-    for prefix in ("http://", "https://"):
-        session.mount(prefix, WatchedAdapter())
     return session
 
 
 def open_async_client() -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` for the asynchronous attempts (the trigger keeps one across polls).
 
-    Redirects are not followed and the key is set per request, never on the client. Bodies are asked
-    for uncompressed (``Accept-Encoding: identity``): httpx inflates a whole network chunk at once, so
-    a compressed answer could expand far past the cap before it is checked. The CA bundle is the one
-    the synchronous path trusts, loaded once per process (:mod:`airflow_provider_localleads.client.tls`).
+    The key is set per request, never on the client; bodies are asked for uncompressed (see
+    :class:`_BoundedBody`); the CA bundle is the synchronous path's (:mod:`~.tls`).
     """
     import httpx
 
@@ -99,32 +95,26 @@ class _Progress:
 
     def __init__(self) -> None:
         self.reading = False
-        self.timed_out = False
 
 
 def send(session: requests.Session, settings: ConnectionSettings, path: str, params: Params, budget: float) -> Answer:
-    """One synchronous GET, its whole answer read within ``budget`` seconds of wall clock."""
+    """One synchronous GET within ``budget`` seconds of wall clock, save a head dripped byte by byte."""
     budget = min(budget, settings.connect_timeout + settings.read_timeout)
-    deadline = AttemptDeadline(budget)
+    ends = time.monotonic() + budget
     progress = _Progress()
-    with _mapped_errors(settings, path, budget, progress, where="this worker"):
-        try:
-            with (
-                deadline,
-                session.get(
-                    settings.base_url + path,
-                    params=params,
-                    auth=BearerAuth(settings.api_key),
-                    timeout=(min(settings.connect_timeout, budget), min(settings.read_timeout, budget)),
-                    allow_redirects=False,
-                    stream=True,
-                ) as response,
-            ):
-                progress.reading = True
-                body = _read_body(response, path, deadline)
-                return Answer(response.status_code, response.headers, body)
-        finally:
-            progress.timed_out = deadline.expired
+    with (
+        _mapped_errors(settings, path, budget, progress, where="this worker"),
+        session.get(
+            settings.base_url + path,
+            params=params,
+            auth=BearerAuth(settings.api_key),
+            timeout=(min(settings.connect_timeout, budget), min(settings.read_timeout, budget)),
+            allow_redirects=False,
+            stream=True,
+        ) as response,
+    ):
+        progress.reading = True
+        return Answer(response.status_code, response.headers, _read_body(response, path, ends))
 
 
 async def asend(
@@ -143,8 +133,7 @@ async def asend(
             response = await client.send(request, stream=True, follow_redirects=False)
             try:
                 progress.reading = True
-                _refuse_announced_oversize(response.headers, path, response.status_code)
-                body = _BoundedBody(response.headers.get("Content-Encoding", ""), path, response.status_code)
+                body = _BoundedBody(response.headers, path, response.status_code, raw=True)
                 async for raw in response.aiter_raw():
                     body.feed(raw)
                 body.finish()
@@ -153,63 +142,48 @@ async def asend(
         return Answer(response.status_code, response.headers, body.value())
 
 
-def _read_body(response: requests.Response, path: str, deadline: AttemptDeadline) -> bytes:
-    """Read the body, at most MAX_BODY_BYTES (announced or received), before ``deadline`` expires."""
-    _refuse_announced_oversize(response.headers, path, response.status_code)
+def _read_body(response: requests.Response, path: str, ends: float) -> bytes:
+    """Read the body by ``ends`` (``time.monotonic()``): a body dripped a byte a second ends on time.
+
+    Each wait for bytes is cut to the time left, through the public ``HTTPResponse.connection`` and
+    its ``sock`` (urllib3 sets the timeout again when it reuses the socket); the clock is checked
+    between reads.
+    """
+    body = _BoundedBody(response.headers, path, response.status_code, raw=False)
     raw = response.raw
-    chunks: list[bytes] = []
-    size = 0
-    while True:
+    sock = getattr(getattr(raw, "connection", None), "sock", None)
+    per_read = sock.gettimeout() if sock is not None else None
+    while (left := ends - time.monotonic()) > 0:
+        if sock is not None:
+            with contextlib.suppress(OSError):  # closed under us: the read below says how
+                sock.settimeout(min(per_read or left, left))
         # read1 returns what has arrived instead of waiting for a full chunk (and bounds what one call
         # may decompress), so the cap applies as bytes arrive. requests opens the raw stream with
-        # decoding off; iter_content would turn it on, so do we.
-        if hasattr(raw, "read1"):
-            chunk = raw.read1(_READ_CHUNK, decode_content=True)
-        else:  # urllib3 < 2
-            chunk = raw.read(_READ_CHUNK, decode_content=True)
-        if deadline.expired:
-            # The watchdog cut the connection: what looks like the end of the body may be that cut.
-            raise TimeoutError("the attempt's deadline expired while the body was being read")
+        # decoding off; iter_content would turn it on, so do we. urllib3 < 2 has only read.
+        read = raw.read1 if hasattr(raw, "read1") else raw.read
+        chunk = read(_READ_CHUNK, decode_content=True)
         if not chunk:
-            return b"".join(chunks)
-        size += len(chunk)
-        _refuse_oversize(size, path, response.status_code)
-        chunks.append(chunk)
-
-
-def _refuse_announced_oversize(headers: Mapping[str, str], path: str, status: int) -> None:
-    declared = (headers.get("Content-Length") or "").strip()
-    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise LocalLeadsResponseError(
-            f"The LocalLeads API announced a {int(declared)}-byte answer, more than the {MAX_BODY_BYTES} bytes "
-            "this provider reads; check the connection's host",
-            path=path,
-            status_code=status,
-        )
-
-
-def _refuse_oversize(size: int, path: str, status: int) -> None:
-    if size > MAX_BODY_BYTES:
-        raise LocalLeadsResponseError(
-            f"The LocalLeads API answer is larger than the {MAX_BODY_BYTES} bytes this provider reads; check the "
-            "connection's host",
-            path=path,
-            status_code=status,
-        )
+            return body.value()
+        body.feed(chunk)
+    raise TimeoutError("the attempt's time ran out while the body was being read")
 
 
 class _BoundedBody:
-    """Collects an asynchronous body from raw bytes, inflating gzip/deflate with a bounded output.
+    """Collects a body, refusing one over ``MAX_BODY_BYTES``, announced or received.
 
-    The client asks for ``identity``; a server that compresses anyway is inflated here at most
-    ``MAX_BODY_BYTES + 1`` bytes at a time. Other encodings are refused.
+    Sync bodies arrive decoded by urllib3. Async ones arrive ``raw``: the client asks for
+    ``identity``, a server that compresses anyway is inflated here at most ``MAX_BODY_BYTES + 1``
+    bytes at a time (httpx would inflate a whole network chunk at once), other encodings are refused.
     """
 
-    def __init__(self, encoding: str, path: str, status: int) -> None:
+    def __init__(self, headers: Mapping[str, str], path: str, status: int, *, raw: bool) -> None:
         self._path, self._status = path, status
         self._chunks: list[bytes] = []
         self._size = 0
-        encoding = encoding.strip().lower()
+        declared = (headers.get("Content-Length") or "").strip()
+        if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            raise self._error(f"The LocalLeads API announced a {int(declared)}-byte answer, more than")
+        encoding = (headers.get("Content-Encoding") or "").strip().lower() if raw else ""
         self._inflate: Any = None
         if encoding in ("gzip", "x-gzip", "deflate"):
             self._inflate = zlib.decompressobj(wbits=47)  # zlib or gzip header, detected
@@ -221,9 +195,17 @@ class _BoundedBody:
                 status_code=status,
             )
 
+    def _error(self, what: str) -> LocalLeadsResponseError:
+        return LocalLeadsResponseError(
+            f"{what} the {MAX_BODY_BYTES} bytes this provider reads; check the connection's host",
+            path=self._path,
+            status_code=self._status,
+        )
+
     def _add(self, data: bytes) -> None:
         self._size += len(data)
-        _refuse_oversize(self._size, self._path, self._status)
+        if self._size > MAX_BODY_BYTES:
+            raise self._error("The LocalLeads API answer is larger than")
         self._chunks.append(data)
 
     def feed(self, raw: bytes) -> None:
@@ -292,8 +274,6 @@ def _mapped_errors(
         if kind is None:
             raise
         strip_requests(err)
-        if progress.timed_out:
-            kind = "timeout"
         raise _transport_error(err, kind, settings, path, budget, reading=progress.reading, where=where) from err
 
 

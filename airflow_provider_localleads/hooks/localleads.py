@@ -27,7 +27,7 @@ from airflow_provider_localleads.client.pagination import (
 )
 from airflow_provider_localleads.client.responses import check_page, parse_answer
 from airflow_provider_localleads.client.retry import RetryPolicy, acall_with_retries, call_with_retries
-from airflow_provider_localleads.client.secrets import register_key
+from airflow_provider_localleads.client.secrets import amask_env_key, mask_env_key
 from airflow_provider_localleads.client.settings import ConnectionSettings, settings_from_connection
 from airflow_provider_localleads.client.transport import (
     Params,
@@ -102,16 +102,17 @@ class LocalLeadsHook(BaseHook):
         return connection_form_widgets()
 
     def _settings_for(self, conn: Any, extra: Mapping[str, Any] | None = None) -> ConnectionSettings:
-        settings = settings_from_connection(
+        return settings_from_connection(
             conn, extra=extra, timeout=self._timeout_override, max_retries=self._max_retries_override
         )
-        register_key(settings.api_key)
-        return settings
 
     @cached_property
     def settings(self) -> ConnectionSettings:
         """The validated connection (looked up once, on first use)."""
-        return self._settings_for(self.get_connection(self.localleads_conn_id))
+        conn = self.get_connection(self.localleads_conn_id)
+        settings = self._settings_for(conn)
+        mask_env_key(conn, settings.api_key)
+        return settings
 
     async def aget_settings(self) -> ConnectionSettings:
         """The validated connection, looked up without blocking the event loop (triggerer-safe).
@@ -129,6 +130,7 @@ class LocalLeadsHook(BaseHook):
         except Exception:  # noqa: BLE001 - an unreadable extra is named by settings_from_connection
             extra = None
         settings = self._settings_for(conn, extra)
+        await amask_env_key(conn, settings.api_key)
         self.__dict__["settings"] = settings
         return settings
 

@@ -81,7 +81,7 @@ def test_aget_balance_honours_retry_after(localleads_sandbox: SandboxServer, san
     localleads_sandbox.rate_limit_next(retry_after="1")
     started = time.monotonic()
     assert asyncio.run(sandbox_hook.aget_balance()).available_credits == 82
-    assert time.monotonic() - started >= 0.95
+    assert time.monotonic() - started >= 0.95  # a lower bound: only the Retry-After explains it; load only adds time
     assert [r.status for r in localleads_sandbox.requests] == [429, 200]
 
 
@@ -103,7 +103,8 @@ def test_aget_balance_never_answering_server_is_bounded(
     started = time.monotonic()
     with pytest.raises(LocalLeadsConnectionError):
         asyncio.run(make_hook("ll_async_silent", timeout=0.5).aget_balance())
-    assert time.monotonic() - started < 3
+    # The README promises connect + read timeout (1 s here); 5x for a loaded CI machine.
+    assert time.monotonic() - started < 5
     assert server.accepted == 1
 
 
@@ -115,7 +116,8 @@ def test_aget_balance_never_answering_server_is_retried(
     started = time.monotonic()
     with pytest.raises(LocalLeadsConnectionError):
         asyncio.run(make_hook("ll_async_silent2", timeout=0.5).aget_balance())
-    assert time.monotonic() - started < 4
+    # The README promises connect + read timeout per attempt (2 x 1 s here); 5x for a loaded CI machine.
+    assert time.monotonic() - started < 10
     assert len(server.requests) == 2
 
 
@@ -159,7 +161,7 @@ def test_aget_balance_looks_the_connection_up_without_blocking(
     """Inside a running event loop the synchronous look-up is off limits: common.compat's
     get_async_connection is used, once (on Airflow before 3.3.2 it runs the synchronous look-up in a
     worker thread, which is allowed)."""
-    from airflow.providers.common.compat import connection as compat_connection
+    from airflow_provider_localleads.hooks import localleads as hook_module
 
     real_lookup = LocalLeadsHook.get_connection
 
@@ -172,13 +174,13 @@ def test_aget_balance_looks_the_connection_up_without_blocking(
 
     monkeypatch.setattr(LocalLeadsHook, "get_connection", classmethod(lookup_off_the_loop))
     calls: list[str] = []
-    real = compat_connection.get_async_connection
+    real = hook_module.get_async_connection  # common.compat's, imported at the top of the hook module
 
     async def spy(conn_id: str, hook: Any = None) -> Any:
         calls.append(conn_id)
         return await real(conn_id, hook)
 
-    monkeypatch.setattr(compat_connection, "get_async_connection", spy)
+    monkeypatch.setattr(hook_module, "get_async_connection", spy)
 
     async def main() -> tuple[CreditBalance, CreditBalance]:
         first = await sandbox_hook.aget_balance()

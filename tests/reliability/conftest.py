@@ -13,7 +13,6 @@ from loopback_support import THREAD_PREFIX
 from loopback_support import make_hook_fixture as make_hook_fixture
 from loopback_support import raw_server_fixture as raw_server_fixture
 from loopback_support import set_conn_fixture as set_conn_fixture
-from reliability_support import assert_no_armed_deadline
 
 from airflow_provider_localleads.client.tls import CA_BUNDLE_VARIABLES
 
@@ -39,8 +38,7 @@ def _hermetic_network_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-#: Threads the reliability tests start; none may outlive its test. (The hook's one watchdog thread
-#: lives as long as the process; what must not outlive a test is an armed deadline.)
+#: Threads the reliability tests start; none may outlive its test (the provider itself starts none).
 _OURS = (THREAD_PREFIX, "localleads-sandbox", "localleads-test-")
 
 
@@ -55,4 +53,3 @@ def _no_stray_threads() -> Iterator[None]:
             break
         time.sleep(0.02)
     assert stray == [], f"threads left running after the test: {[t.name for t in stray]}"
-    assert_no_armed_deadline()

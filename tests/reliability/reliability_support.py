@@ -4,7 +4,7 @@ The loopback servers themselves (:class:`loopback_support.RawServer`, optionally
 :func:`self_signed_server_context`) are shared with the integration suite in ``loopback_support``.
 
 The probes look at what a failure may leave behind: connections checked out of urllib3's or
-httpx's pools, armed attempt deadlines (and watchdog threads), open file descriptors.
+httpx's pools, open file descriptors.
 """
 
 from __future__ import annotations
@@ -14,12 +14,10 @@ import datetime as dt
 import os
 import ssl
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
-from airflow_provider_localleads.client.deadline import WATCHDOG_THREAD_NAME, armed_deadlines
 from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
 from airflow_provider_localleads.models import CreditBalance
 
@@ -110,30 +108,19 @@ def async_pool_busy(client: Any) -> tuple[int, int]:
     return len(pool._requests), len(active)
 
 
-def watchdog_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == WATCHDOG_THREAD_NAME]
-
-
-def assert_no_armed_deadline() -> None:
-    """Every attempt disarmed its deadline, and the process has at most its one watchdog thread."""
-    assert armed_deadlines() == 0, "an attempt deadline is still armed after its attempt ended"
-    assert len(watchdog_threads()) <= 1, [t.name for t in watchdog_threads()]
-
-
 def open_fds() -> set[int]:
     return {int(fd) for fd in os.listdir("/proc/self/fd")}
 
 
 @contextlib.contextmanager
 def no_leftovers(slack_fds: int = 0) -> Iterator[None]:
-    """Assert that the block leaves no armed deadline and no extra open file descriptor behind.
+    """Assert that the block leaves no extra open file descriptor behind.
 
     Hooks and clients used in the block must be closed inside it; servers stopped outside it.
     """
     before = open_fds()
     yield
     deadline = time.monotonic() + 2
-    assert_no_armed_deadline()
     leaked = open_fds() - before
     # Descriptors the block opened may still be closing in another thread (a server's handler).
     while len(leaked) > slack_fds and time.monotonic() < deadline:

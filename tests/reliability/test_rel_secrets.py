@@ -5,8 +5,11 @@ bad JSON, an HTML page, a server that echoes the key back) runs through the sync
 asynchronous hook, with every logger at DEBUG and stdout/stderr captured (Airflow 3 logs through
 structlog to stdout). The key must appear in no log record or captured output, in no exception
 text, traceback (``traceback.format_exception``, chained causes included), repr, attribute of any
-exception in the chain, or pickle of the error. Redirects are never followed (the header cannot
-reach another origin) and a NETRC file cannot replace the header, on both paths.
+exception in the chain, or pickle of the error. The HTTP libraries' own DEBUG records (httpcore
+logs response headers, so an echoed key) are judged as Airflow writes them, through its masker:
+the provider leaves masking to Airflow, which masks the connection's password itself. Redirects
+are never followed (the header cannot reach another origin) and a NETRC file cannot replace the
+header, on both paths.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow.providers.common.compat.sdk import redact
 from loopback_support import (
     FAST,
     ConnSetter,
@@ -44,6 +48,15 @@ CANARY = "llk_live_CANARY_5f3a9c1e7b2d4a6f"
 MODES = ["sync", "async"]
 
 
+@pytest.fixture(autouse=True)
+def _masking_as_in_a_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Airflow 2.11 masks log output only while it runs a task (``airflow tasks run`` sets this); so do we."""
+    from airflow import settings
+
+    if "MASK_SECRETS_IN_LOGS" in vars(settings):  # 3.x masks always and has no such flag
+        monkeypatch.setattr(settings, "MASK_SECRETS_IN_LOGS", True)
+
+
 def _chain(err: BaseException) -> list[BaseException]:
     seen: list[BaseException] = []
     current: BaseException | None = err
@@ -58,13 +71,22 @@ def assert_no_canary(*texts: str) -> None:
         assert CANARY not in text, f"the API key leaked: ...{text[max(0, text.find(CANARY) - 80) :][:200]}..."
 
 
+#: Loggers whose records reach a log only through Airflow's handlers, which mask (see the docstring).
+HTTP_LIBRARIES = ("urllib3", "requests", "httpx", "httpcore")
+
+
 def evidence_of(err: BaseException | None, hook: LocalLeadsHook, caplog: Any, capfd: Any) -> list[str]:
     """Every place the key could have leaked to, as text."""
     texts: list[str] = []
     formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
     for record in caplog.records:
-        texts.append(formatter.format(record))  # includes exc_info tracebacks
-        texts.append(repr(record.args))
+        text = formatter.format(record) + repr(record.args)  # includes exc_info tracebacks
+        if record.name.split(".")[0] in HTTP_LIBRARIES and CANARY in text:
+            # As Airflow writes it, masked: that takes a masker knowing the whole key (on 2.11 another
+            # test's one-letter key masks that letter everywhere, which would hide the canary too).
+            assert str(redact(CANARY)) == "***", f"{record.name} logged the key, unknown to Airflow's masker"
+            text = str(redact(text))
+        texts.append(text)
     out, errout = capfd.readouterr()
     texts += [out, errout, repr(hook), repr(hook.__dict__)]
     if err is not None:
