@@ -1,0 +1,171 @@
+"""What the credits page shows for one connection, read through the hook and cached in the process.
+
+The page may be loaded by many people at once and reloaded often, but credits change slowly and every
+answer is a request to a paid API: the balance is reused for 60 s and the history (the usage forecast,
+the last 30 days, the latest transactions) for 5 min, per connection, in the serving process. Any
+number of page loads then make at most one balance request a minute.
+
+The result is plain JSON (``credits_json``): the page, the JSON route and the Airflow 2.11 view all
+render from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from airflow_provider_localleads.client.values import iso_z
+from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
+from airflow_provider_localleads.models import CreditBalance, CreditTransaction, CreditUsage
+from airflow_provider_localleads.ui.cache import Clock, TTLCache, utc_now
+
+__all__ = [
+    "BALANCE_TTL",
+    "HISTORY_TTL",
+    "LATEST",
+    "WINDOW_DAYS",
+    "CreditsData",
+    "History",
+    "by_kind",
+    "credits_json",
+    "daily",
+    "kind_of",
+]
+
+WINDOW_DAYS = 30
+LATEST = 20
+BALANCE_TTL = 60.0
+HISTORY_TTL = 300.0
+#: The transaction type that spends credits (the API's own name).
+DEDUCTION = "DEDUCTION"
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """The recent history of one connection, as read at ``until``."""
+
+    usage: CreditUsage
+    #: Transactions of the last ``WINDOW_DAYS`` days, newest first.
+    window: tuple[CreditTransaction, ...]
+    #: The newest ``LATEST`` transactions (older than the window when it holds fewer).
+    latest: tuple[CreditTransaction, ...]
+    until: datetime
+
+
+class _KnownBalanceHook(LocalLeadsHook):
+    """A hook whose ``get_balance`` answers with a balance already read.
+
+    ``get_usage`` reads the balance through ``get_balance``; the page has just read it (and caches
+    it), so the forecast costs no second balance request.
+    """
+
+    def __init__(self, conn_id: str, balance: CreditBalance) -> None:
+        super().__init__(conn_id)
+        self.known_balance = balance
+
+    def get_balance(self) -> CreditBalance:
+        return self.known_balance
+
+
+def read_history(conn_id: str, balance: CreditBalance, until: datetime) -> History:
+    """Usage over the last ``WINDOW_DAYS`` days and the transactions the page lists, in as few pages as
+    possible: newest first, stopping at the first transaction older than the window once the
+    ``LATEST`` newest are in hand."""
+    since = until - timedelta(days=WINDOW_DAYS)
+    with _KnownBalanceHook(conn_id, balance) as hook:
+        usage = hook.get_usage(WINDOW_DAYS, now=until)
+        window: list[CreditTransaction] = []
+        latest: list[CreditTransaction] = []
+        for txn in hook.iter_transactions():
+            if len(latest) < LATEST:
+                latest.append(txn)
+            if txn.created_at >= since:
+                window.append(txn)
+            elif len(latest) >= LATEST:
+                break
+    return History(usage=usage, window=tuple(window), latest=tuple(latest), until=until)
+
+
+def kind_of(description: str) -> str:
+    """The kind of a spend: its description before the first ``:`` ("Lead search: cafes" -> "Lead search")."""
+    return description.split(":", 1)[0].strip() or "(no description)"
+
+
+def by_kind(transactions: Iterable[CreditTransaction]) -> dict[str, int]:
+    """Credits spent per kind, largest first (ties by name)."""
+    totals: dict[str, int] = {}
+    for txn in transactions:
+        if txn.type == DEDUCTION:
+            kind = kind_of(txn.description)
+            totals[kind] = totals.get(kind, 0) + abs(txn.amount)
+    return dict(sorted(totals.items(), key=lambda item: (-item[1], item[0])))
+
+
+def daily(transactions: Iterable[CreditTransaction], until: datetime, days: int = WINDOW_DAYS) -> list[dict[str, Any]]:
+    """Credits spent and added on each of the ``days`` calendar days (UTC) up to ``until``'s, oldest first.
+
+    Spent: deductions. Added: every positive amount (top-ups, monthly resets).
+    """
+    last = until.date()
+    first = last - timedelta(days=days - 1)
+    spent: dict[date, int] = {}
+    added: dict[date, int] = {}
+    for txn in transactions:
+        day = txn.created_at.date()
+        if not first <= day <= last:
+            continue
+        if txn.type == DEDUCTION:
+            spent[day] = spent.get(day, 0) + abs(txn.amount)
+        elif txn.amount > 0:
+            added[day] = added.get(day, 0) + txn.amount
+    return [
+        {"date": day.isoformat(), "spent": spent.get(day, 0), "added": added.get(day, 0)}
+        for day in (first + timedelta(days=i) for i in range(days))
+    ]
+
+
+def credits_json(conn_id: str, balance: CreditBalance, history: History, fetched_at: datetime) -> dict[str, Any]:
+    """The JSON of ``GET /localleads/api/connections/{connection_id}/credits`` (and what the page renders)."""
+    return {
+        "conn_id": conn_id,
+        "balance": balance.to_dict(),
+        "usage": history.usage.to_dict(),
+        "daily": daily(history.window, history.until),
+        "by_kind": by_kind(history.window),
+        "transactions": [txn.to_dict() for txn in history.latest],
+        "fetched_at": iso_z(fetched_at),
+    }
+
+
+class CreditsData:
+    """The credits of any connection, cached per connection id in this process.
+
+    :param clock: the current time (aware); the window ends there and the caches age by it.
+    :param balance_ttl: seconds a balance is reused.
+    :param history_ttl: seconds a history (usage, window, latest transactions) is reused.
+    """
+
+    def __init__(
+        self, *, clock: Clock = utc_now, balance_ttl: float = BALANCE_TTL, history_ttl: float = HISTORY_TTL
+    ) -> None:
+        self._clock = clock
+        self._balances: TTLCache[CreditBalance] = TTLCache(balance_ttl, clock)
+        self._histories: TTLCache[History] = TTLCache(history_ttl, clock)
+
+    def credits(self, conn_id: str) -> dict[str, Any]:
+        """The page's data for ``conn_id`` (see ``credits_json``); the hook's errors propagate."""
+        balance = self._balances.get(conn_id, lambda: _read_balance(conn_id))
+        history = self._histories.get(conn_id, lambda: read_history(conn_id, balance.value, self._clock()))
+        return credits_json(conn_id, balance.value, history.value, min(balance.loaded_at, history.loaded_at))
+
+    def clear(self) -> None:
+        """Forget every cached answer."""
+        self._balances.clear()
+        self._histories.clear()
+
+
+def _read_balance(conn_id: str) -> CreditBalance:
+    with LocalLeadsHook(conn_id) as hook:
+        return hook.get_balance()
