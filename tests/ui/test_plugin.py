@@ -1,0 +1,41 @@
+"""The plugin module: registered where Airflow looks, and cheap for every process that loads plugins."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from importlib.metadata import entry_points
+
+from airflow_provider_localleads import get_provider_info
+
+PLUGIN_CLASS = "airflow_provider_localleads.ui.plugin.LocalLeadsCreditsPlugin"
+
+CHILD = """
+import json, sys
+try:
+    import airflow.sdk  # what an Airflow 3 process has loaded before its plugins
+except ImportError:
+    import airflow, airflow.plugins_manager  # Airflow 2.11
+before = set(sys.modules)
+import airflow_provider_localleads.ui.plugin as plugin
+print(json.dumps({"added": sorted(set(sys.modules) - before), "name": plugin.LocalLeadsCreditsPlugin.name}))
+"""
+
+
+def test_registered_through_the_entry_point_and_provider_info() -> None:
+    (entry,) = [ep for ep in entry_points(group="airflow.plugins") if ep.name == "localleads_credits"]
+    assert entry.value == PLUGIN_CLASS.rpartition(".")[0] + ":LocalLeadsCreditsPlugin"
+    assert get_provider_info()["plugins"] == [{"name": "localleads_credits", "plugin-class": PLUGIN_CLASS}]
+
+
+def test_importing_the_plugin_loads_no_web_framework_and_nothing_of_the_page() -> None:
+    out = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+
+    assert result["name"] == "localleads_credits"
+    added = result["added"]
+    roots = {name.split(".")[0] for name in added}
+    assert not roots & {"fastapi", "starlette", "flask", "flask_appbuilder", "requests", "httpx", "pendulum"}, added
+    ours = [name for name in added if name.startswith("airflow_provider_localleads")]
+    assert ours == ["airflow_provider_localleads.ui", "airflow_provider_localleads.ui.plugin"], ours
