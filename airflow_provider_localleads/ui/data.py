@@ -17,6 +17,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from airflow_provider_localleads.client.values import iso_z
+from airflow_provider_localleads.exceptions import LocalLeadsConfigurationError
 from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
 from airflow_provider_localleads.models import CreditBalance, CreditTransaction, CreditUsage
 from airflow_provider_localleads.ui.cache import Clock, TTLCache, utc_now
@@ -69,12 +70,28 @@ class _KnownBalanceHook(LocalLeadsHook):
         return self.known_balance
 
 
+def require_localleads(hook: LocalLeadsHook) -> None:
+    """Refuse a connection of another type: the page must not send its password to its host as an API key.
+
+    The page takes any connection id the user may read, so a Postgres or HTTP connection's secret
+    would otherwise leave with the first request.
+    """
+    conn_id = hook.localleads_conn_id
+    conn_type = hook.get_connection(conn_id).conn_type
+    if conn_type != LocalLeadsHook.conn_type:
+        raise LocalLeadsConfigurationError(
+            f"Connection {conn_id!r} is of type {conn_type!r}, not {LocalLeadsHook.conn_type!r}: the credits page "
+            "reads only LocalLeads connections. Pick one of those"
+        )
+
+
 def read_history(conn_id: str, balance: CreditBalance, until: datetime) -> History:
     """Usage over the last ``WINDOW_DAYS`` days and the transactions the page lists, in as few pages as
     possible: newest first, stopping at the first transaction older than the window once the
     ``LATEST`` newest are in hand."""
     since = until - timedelta(days=WINDOW_DAYS)
     with _KnownBalanceHook(conn_id, balance) as hook:
+        require_localleads(hook)
         usage = hook.get_usage(WINDOW_DAYS, now=until)
         window: list[CreditTransaction] = []
         latest: list[CreditTransaction] = []
@@ -168,4 +185,5 @@ class CreditsData:
 
 def _read_balance(conn_id: str) -> CreditBalance:
     with LocalLeadsHook(conn_id) as hook:
+        require_localleads(hook)
         return hook.get_balance()

@@ -268,3 +268,14 @@ def test_airflow_loads_the_plugin_once_with_its_nav_entry(airflow_api: tuple[Any
                 "url_route": "localleads_credits",
             }
         ]
+
+
+def test_a_connection_of_another_type_sends_nothing(
+    page_client: Any, tokens: dict[str, str], sandbox: SandboxServer, stored_connections: list[str]
+) -> None:
+    """some_http points at the sandbox with its key as password: the page must not send it anywhere."""
+    answer = page_client.get("/?conn_id=some_http", headers=as_user(tokens, "operator"))
+
+    assert answer.status_code == 200
+    assert "is of type &#x27;http&#x27;, not &#x27;localleads&#x27;" in answer.text
+    assert sandbox.request_count() == 0

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from ui_support import CONN, NOW, AddTxn, Clock
 
-from airflow_provider_localleads.exceptions import LocalLeadsAuthenticationError
+from airflow_provider_localleads.exceptions import LocalLeadsAuthenticationError, LocalLeadsConfigurationError
 from airflow_provider_localleads.models import CreditBalance
 from airflow_provider_localleads.sandbox import BALANCE_PATH, TRANSACTIONS_PATH, SandboxServer
 from airflow_provider_localleads.ui.data import CreditsData, kind_of
@@ -178,3 +178,19 @@ def test_errors_are_not_cached(sandbox: SandboxServer, monkeypatch: pytest.Monke
 
     monkeypatch.setenv("AIRFLOW_CONN_LOCALLEADS_DEFAULT", sandbox.connection_json())
     assert data.credits(CONN)["balance"]["available_credits"] == 82
+
+
+def test_a_connection_of_another_type_is_refused_before_any_request(
+    sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any connection id the user may read reaches the page: another type's password must not leave."""
+    monkeypatch.setenv("AIRFLOW_CONN_SOME_HTTP", sandbox.connection_json(conn_type="http"))
+
+    with pytest.raises(LocalLeadsConfigurationError) as caught:
+        CreditsData(clock=Clock()).credits("some_http")
+
+    assert str(caught.value) == (
+        "Connection 'some_http' is of type 'http', not 'localleads': the credits page reads only LocalLeads "
+        "connections. Pick one of those"
+    )
+    assert sandbox.request_count() == 0
