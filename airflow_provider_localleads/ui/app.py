@@ -14,34 +14,15 @@ from typing import Annotated, Any
 
 from airflow.api_fastapi.common.db.common import SessionDep
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_connection
-from airflow.providers.common.compat.sdk import AirflowNotFoundException
 from fastapi import Depends, FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from airflow_provider_localleads.exceptions import (
-    LocalLeadsConfigurationError,
-    LocalLeadsError,
-    LocalLeadsRateLimitError,
-)
 from airflow_provider_localleads.ui.access import page_conn_id, readable_connections
 from airflow_provider_localleads.ui.data import CreditsData
-from airflow_provider_localleads.ui.errors import describe_error
+from airflow_provider_localleads.ui.errors import describe_error, error_status
 from airflow_provider_localleads.ui.render import TITLE, render_page
 
-__all__ = ["create_app", "error_status"]
-
-
-def error_status(err: Exception) -> int:
-    """The JSON route's status for an error reading the credits."""
-    if isinstance(err, AirflowNotFoundException):
-        return 404
-    if isinstance(err, LocalLeadsRateLimitError):
-        return 429
-    if isinstance(err, LocalLeadsConfigurationError):
-        return 409  # the stored connection is unusable: the fix is in Airflow, not in this request
-    if isinstance(err, LocalLeadsError):
-        return 502  # the LocalLeads API refused or failed
-    return 500
+__all__ = ["create_app"]
 
 
 def create_app(data: CreditsData | None = None) -> FastAPI:

@@ -11,9 +11,13 @@ import logging
 
 from airflow.providers.common.compat.sdk import AirflowNotFoundException
 
-from airflow_provider_localleads.exceptions import LocalLeadsError, LocalLeadsRateLimitError
+from airflow_provider_localleads.exceptions import (
+    LocalLeadsConfigurationError,
+    LocalLeadsError,
+    LocalLeadsRateLimitError,
+)
 
-__all__ = ["describe_error"]
+__all__ = ["describe_error", "error_status"]
 
 log = logging.getLogger(__name__)
 
@@ -34,3 +38,16 @@ def describe_error(err: Exception, conn_id: str) -> str:
         f"The credits of {conn_id!r} could not be read ({type(err).__name__}). "
         "The Airflow api-server's log has the details."
     )
+
+
+def error_status(err: Exception) -> int:
+    """The JSON route's HTTP status for an error reading the credits."""
+    if isinstance(err, AirflowNotFoundException):
+        return 404
+    if isinstance(err, LocalLeadsRateLimitError):
+        return 429
+    if isinstance(err, LocalLeadsConfigurationError):
+        return 409  # the stored connection is unusable: the fix is in Airflow, not in this request
+    if isinstance(err, LocalLeadsError):
+        return 502  # the LocalLeads API refused or failed
+    return 500

@@ -8,7 +8,9 @@ mounts any ASGI app (``app.mount``), so nothing private is relied on.
 
 Per line: 3.1+ mounts the app and shows the ``external_views`` entry under Browse, opening the page
 inside the UI; 3.0 mounts the app (reachable at ``/localleads/``; it knows no external views and
-ignores them); 2.11 knows neither attribute.
+ignores them); 2.11 knows neither, and shows ``appbuilder_views`` (a Flask AppBuilder view) under
+Browse. That view is built when the attribute is first read, which only the 2.11 webserver (and
+``airflow plugins``) do, so no other process imports Flask AppBuilder for it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowPlugin, conf
 
-__all__ = ["URL_PREFIX", "LazyApp", "LocalLeadsCreditsPlugin"]
+__all__ = ["URL_PREFIX", "AppBuilderViews", "LazyApp", "LocalLeadsCreditsPlugin"]
 
 URL_PREFIX = "/localleads"
 PAGE_NAME = "LocalLeads credits"
@@ -51,6 +53,28 @@ def page_href() -> str:
     return f"{base}{URL_PREFIX}/"
 
 
+class AppBuilderViews:
+    """``appbuilder_views`` built on first read: on Airflow 2.11 the credits view, on Airflow 3 none.
+
+    A descriptor, because Airflow reads the attribute from the plugin class or an instance of it.
+    """
+
+    def __init__(self) -> None:
+        self._views: list[dict[str, Any]] | None = None
+
+    def __get__(self, obj: object, objtype: type | None = None) -> list[dict[str, Any]]:
+        if self._views is None:
+            from airflow_provider_localleads._compat import AIRFLOW_V_3_0_PLUS
+
+            if AIRFLOW_V_3_0_PLUS:
+                self._views = []  # the FastAPI app above serves the page
+            else:
+                from airflow_provider_localleads.ui.fab_view import CreditsView
+
+                self._views = [{"name": PAGE_NAME, "category": "Browse", "view": CreditsView()}]
+        return self._views
+
+
 class LocalLeadsCreditsPlugin(AirflowPlugin):
     """The credits page: a FastAPI app at ``/localleads`` and, on 3.1+, a Browse entry showing it in the UI."""
 
@@ -65,3 +89,4 @@ class LocalLeadsCreditsPlugin(AirflowPlugin):
             "url_route": "localleads_credits",
         }
     ]
+    appbuilder_views = AppBuilderViews()

@@ -43,3 +43,39 @@ def test_importing_the_plugin_loads_no_web_framework_and_nothing_of_the_page() -
         "airflow_provider_localleads.ui",
         "airflow_provider_localleads.ui.plugin",
     }, ours
+
+
+LOADS_PLUGINS = """
+import json, sys
+from airflow import plugins_manager as pm
+WEB = ("flask", "flask_appbuilder", "fastapi", "starlette")
+before = {m for m in WEB if m in sys.modules}  # Airflow 3.0 has FastAPI loaded already here
+pm.ensure_plugins_loaded()
+pm.integrate_macros_plugins()
+names = [getattr(p, "name", None) for p in (pm.plugins or [])] if hasattr(pm, "plugins") else None
+if names is None:
+    names = [info["name"] for info in pm.get_plugin_info(attrs_to_dump=["name"])]
+web = sorted(m for m in WEB if m in sys.modules and m not in before)
+print(json.dumps({"plugins": names, "web": web}))
+"""
+
+
+def test_a_process_that_loads_plugins_but_serves_no_ui_imports_no_web_framework_for_ours() -> None:
+    """What a worker, the scheduler or the triggerer do with plugins; only the UI server reads the views."""
+    out = subprocess.run([sys.executable, "-c", LOADS_PLUGINS], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+
+    assert "localleads_credits" in result["plugins"]
+    assert result["web"] == [], result
+
+
+def test_appbuilder_views_on_each_line() -> None:
+    from airflow_provider_localleads._compat import AIRFLOW_V_3_0_PLUS
+    from airflow_provider_localleads.ui.plugin import LocalLeadsCreditsPlugin
+
+    views = LocalLeadsCreditsPlugin.appbuilder_views
+    if AIRFLOW_V_3_0_PLUS:
+        assert views == []  # the FastAPI app serves the page
+    else:
+        assert [(view["name"], view["category"]) for view in views] == [("LocalLeads credits", "Browse")]
+        assert LocalLeadsCreditsPlugin().appbuilder_views is views  # read from an instance too
