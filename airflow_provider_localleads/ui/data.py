@@ -11,14 +11,14 @@ render from it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from airflow_provider_localleads.client.values import iso_z
 from airflow_provider_localleads.exceptions import LocalLeadsConfigurationError
-from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
+from airflow_provider_localleads.hooks.localleads import MAX_PAGE_SIZE, LocalLeadsHook
 from airflow_provider_localleads.models import CreditBalance, CreditTransaction, CreditUsage
 from airflow_provider_localleads.ui.cache import Clock, TTLCache, utc_now
 
@@ -45,29 +45,41 @@ DEDUCTION = "DEDUCTION"
 
 @dataclass(frozen=True, slots=True)
 class History:
-    """The recent history of one connection, as read at ``until``."""
+    """What the page shows of one connection's recent history, as read at ``until`` (only the derived
+    figures are kept: a busy month's transactions would cost ~100 KiB per cached connection)."""
 
     usage: CreditUsage
-    #: Transactions of the last ``WINDOW_DAYS`` days, newest first.
-    window: tuple[CreditTransaction, ...]
+    #: ``{date, spent, added}`` for each of the last ``WINDOW_DAYS`` days, oldest first.
+    daily: tuple[dict[str, Any], ...]
+    #: Credits spent per kind over the usage's window, largest first.
+    by_kind: dict[str, int]
     #: The newest ``LATEST`` transactions (older than the window when it holds fewer).
     latest: tuple[CreditTransaction, ...]
-    until: datetime
 
 
-class _KnownBalanceHook(LocalLeadsHook):
-    """A hook whose ``get_balance`` answers with a balance already read.
+class _PageHook(LocalLeadsHook):
+    """A hook whose ``get_usage`` works from what the page has already read.
 
-    ``get_usage`` reads the balance through ``get_balance``; the page has just read it (and caches
-    it), so the forecast costs no second balance request.
+    ``get_usage`` reads the balance through ``get_balance`` and the history through
+    ``iter_transactions``. The page has just read both (the balance is cached, the history walked
+    once for the days, the kinds and the latest transactions), so ``get_balance`` answers with that
+    balance and ``iter_transactions``, once ``replay`` is set, with those transactions: the forecast
+    costs no request of its own. Were ``get_usage`` to read otherwise, it would only cost requests.
     """
 
     def __init__(self, conn_id: str, balance: CreditBalance) -> None:
         super().__init__(conn_id)
         self.known_balance = balance
+        self.replay: list[CreditTransaction] | None = None
 
     def get_balance(self) -> CreditBalance:
         return self.known_balance
+
+    def iter_transactions(self, page_size: int = MAX_PAGE_SIZE) -> Iterator[CreditTransaction]:
+        if self.replay is None:
+            yield from super().iter_transactions(page_size)
+        else:
+            yield from self.replay
 
 
 def require_localleads(hook: LocalLeadsHook) -> None:
@@ -86,23 +98,22 @@ def require_localleads(hook: LocalLeadsHook) -> None:
 
 
 def read_history(conn_id: str, balance: CreditBalance, until: datetime) -> History:
-    """Usage over the last ``WINDOW_DAYS`` days and the transactions the page lists, in as few pages as
-    possible: newest first, stopping at the first transaction older than the window once the
-    ``LATEST`` newest are in hand."""
+    """Usage over the last ``WINDOW_DAYS`` days, the days, the kinds and the latest transactions, from one
+    pass over the history, newest first, stopping at the first transaction older than the window once
+    the ``LATEST`` newest are in hand."""
     since = until - timedelta(days=WINDOW_DAYS)
-    with _KnownBalanceHook(conn_id, balance) as hook:
+    hook = _PageHook(conn_id, balance)
+    with hook:
         require_localleads(hook)
-        usage = hook.get_usage(WINDOW_DAYS, now=until)
-        window: list[CreditTransaction] = []
-        latest: list[CreditTransaction] = []
+        read: list[CreditTransaction] = []
         for txn in hook.iter_transactions():
-            if len(latest) < LATEST:
-                latest.append(txn)
-            if txn.created_at >= since:
-                window.append(txn)
-            elif len(latest) >= LATEST:
+            read.append(txn)
+            if txn.created_at < since and len(read) >= LATEST:
                 break
-    return History(usage=usage, window=tuple(window), latest=tuple(latest), until=until)
+        hook.replay = read
+        usage = hook.get_usage(WINDOW_DAYS, now=until)
+    window = [txn for txn in read if txn.created_at >= since]
+    return History(usage=usage, daily=tuple(daily(window, until)), by_kind=by_kind(window), latest=tuple(read[:LATEST]))
 
 
 def kind_of(description: str) -> str:
@@ -149,8 +160,8 @@ def credits_json(conn_id: str, balance: CreditBalance, history: History, fetched
         "conn_id": conn_id,
         "balance": balance.to_dict(),
         "usage": history.usage.to_dict(),
-        "daily": daily(history.window, history.until),
-        "by_kind": by_kind(history.window),
+        "daily": [dict(day) for day in history.daily],
+        "by_kind": dict(history.by_kind),
         "transactions": [txn.to_dict() for txn in history.latest],
         "fetched_at": iso_z(fetched_at),
     }

@@ -188,3 +188,15 @@ def test_an_unexpected_error_is_named_by_type_only() -> None:
         "The credits of 'localleads_default' could not be read (RuntimeError). The Airflow api-server's log has "
         "the details."
     )
+
+
+def test_an_overdrawn_account_renders_without_a_forecast(sandbox: SandboxServer, add: AddTxn) -> None:
+    sandbox.set_balance(used=200)  # 100 + 25 - 200 = -75
+    add(amount=-50, days_ago=1)
+    data = load()
+    page = render_page(conn_id=CONN, connections=[CONN], data=data)
+
+    assert data["balance"]["available_credits"] == -75
+    assert "No credits are left (-75 available) until the reset on 2026-10-01." in page
+    assert '<line class="forecast"' not in page
+    assert len(svgs(page)) == 3
