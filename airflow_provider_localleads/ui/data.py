@@ -33,6 +33,8 @@ __all__ = [
     "credits_json",
     "daily",
     "kind_of",
+    "read_history",
+    "require_localleads",
 ]
 
 WINDOW_DAYS = 30
@@ -45,8 +47,8 @@ DEDUCTION = "DEDUCTION"
 
 @dataclass(frozen=True, slots=True)
 class History:
-    """What the page shows of one connection's recent history, as read at ``until`` (only the derived
-    figures are kept: a busy month's transactions would cost ~100 KiB per cached connection)."""
+    """What the page shows of one connection's recent history (only the derived figures are kept: a busy
+    month's transactions would cost ~100 KiB per cached connection)."""
 
     usage: CreditUsage
     #: ``{date, spent, added}`` for each of the last ``WINDOW_DAYS`` days, oldest first.
@@ -172,7 +174,7 @@ class CreditsData:
 
     :param clock: the current time (aware); the window ends there and the caches age by it.
     :param balance_ttl: seconds a balance is reused.
-    :param history_ttl: seconds a history (usage, window, latest transactions) is reused.
+    :param history_ttl: seconds a history (usage, days, kinds, latest transactions) is reused.
     """
 
     def __init__(

@@ -9,8 +9,9 @@ mounts any ASGI app (``app.mount``), so nothing private is relied on.
 Per line: 3.1+ mounts the app and shows the ``external_views`` entry under Browse, opening the page
 inside the UI; 3.0 mounts the app (reachable at ``/localleads/``; it knows no external views and
 ignores them); 2.11 knows neither, and shows ``appbuilder_views`` (a Flask AppBuilder view) under
-Browse. That view is built when the attribute is first read, which only the 2.11 webserver (and
-``airflow plugins``) do, so no other process imports Flask AppBuilder for it.
+Browse. Both view lists are built when first read (:class:`OnFirstRead`), which only the UI server
+(and ``airflow plugins``) do, so no other process imports Flask AppBuilder or reads configuration for
+them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowPlugin, conf
 
-__all__ = ["URL_PREFIX", "AppBuilderViews", "LazyApp", "LocalLeadsCreditsPlugin"]
+__all__ = ["URL_PREFIX", "LazyApp", "LocalLeadsCreditsPlugin", "OnFirstRead"]
 
 URL_PREFIX = "/localleads"
 PAGE_NAME = "LocalLeads credits"
@@ -53,40 +54,46 @@ def page_href() -> str:
     return f"{base}{URL_PREFIX}/"
 
 
-class AppBuilderViews:
-    """``appbuilder_views`` built on first read: on Airflow 2.11 the credits view, on Airflow 3 none.
+def build_external_views() -> list[dict[str, Any]]:
+    """The Browse entry of Airflow 3.1+, opening the page inside the UI (``url_route``)."""
+    view = {"name": PAGE_NAME, "href": page_href(), "destination": "nav", "category": "browse"}
+    return [{**view, "url_route": "localleads_credits"}]
 
-    A descriptor, because Airflow reads the attribute from the plugin class or an instance of it.
+
+def build_appbuilder_views() -> list[dict[str, Any]]:
+    """The Airflow 2.11 webserver's view under Browse; none on Airflow 3 (the FastAPI app serves the page)."""
+    from airflow_provider_localleads._compat import AIRFLOW_V_3_0_PLUS
+
+    if AIRFLOW_V_3_0_PLUS:
+        return []
+    from airflow_provider_localleads.ui.fab_view import CreditsView
+
+    return [{"name": PAGE_NAME, "category": "Browse", "view": CreditsView()}]
+
+
+class OnFirstRead:
+    """A plugin attribute built when Airflow first reads it, then kept.
+
+    A descriptor, because Airflow reads plugin attributes from the plugin class or an instance of it.
+    Only the UI server reads the views (and ``airflow plugins``), so no other process pays for them:
+    no configuration read, no Flask AppBuilder import.
     """
 
-    def __init__(self) -> None:
-        self._views: list[dict[str, Any]] | None = None
+    def __init__(self, build: Callable[[], list[dict[str, Any]]]) -> None:
+        self._build = build
+        self._value: list[dict[str, Any]] | None = None
 
     def __get__(self, obj: object, objtype: type | None = None) -> list[dict[str, Any]]:
-        if self._views is None:
-            from airflow_provider_localleads._compat import AIRFLOW_V_3_0_PLUS
-
-            if AIRFLOW_V_3_0_PLUS:
-                self._views = []  # the FastAPI app above serves the page
-            else:
-                from airflow_provider_localleads.ui.fab_view import CreditsView
-
-                self._views = [{"name": PAGE_NAME, "category": "Browse", "view": CreditsView()}]
-        return self._views
+        if self._value is None:
+            self._value = self._build()
+        return self._value
 
 
 class LocalLeadsCreditsPlugin(AirflowPlugin):
-    """The credits page: a FastAPI app at ``/localleads`` and, on 3.1+, a Browse entry showing it in the UI."""
+    """The credits page: on Airflow 3 a FastAPI app at ``/localleads`` and, on 3.1+, a Browse entry showing
+    it in the UI; on 2.11 an AppBuilder view under Browse."""
 
     name = "localleads_credits"
     fastapi_apps = [{"app": LazyApp(), "url_prefix": URL_PREFIX, "name": PAGE_NAME}]
-    external_views = [
-        {
-            "name": PAGE_NAME,
-            "href": page_href(),
-            "destination": "nav",
-            "category": "browse",
-            "url_route": "localleads_credits",
-        }
-    ]
-    appbuilder_views = AppBuilderViews()
+    external_views = OnFirstRead(build_external_views)
+    appbuilder_views = OnFirstRead(build_appbuilder_views)
