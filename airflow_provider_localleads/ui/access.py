@@ -2,24 +2,22 @@
 
 Reading a connection's credits needs read access to that connection (``GET`` on it). The JSON route
 takes the id from its path and uses Airflow's ``requires_access_connection`` as it is; the page takes
-it from ``?conn_id=``, which that dependency does not read, so :func:`page_conn_id` asks the auth
-manager the same question (``is_authorized_connection``) for the query's id.
+it from ``?conn_id=``, which that dependency does not read, so :func:`can_read` asks the auth manager
+the same question (``is_authorized_connection``) for the query's id.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from airflow.api_fastapi.app import get_auth_manager
 from airflow.api_fastapi.auth.managers.models.resource_details import ConnectionDetails
-from airflow.api_fastapi.core_api.security import GetUserDep
 from airflow.providers.common.compat.sdk import conf
-from fastapi import HTTPException, Query, status
 from sqlalchemy import select
 
 from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
 
-__all__ = ["can_read", "page_conn_id", "readable_connections"]
+__all__ = ["MAX_CONN_ID_LENGTH", "can_read", "readable_connections"]
 
 MAX_CONN_ID_LENGTH = 250  # Airflow's connection.conn_id column
 
@@ -36,23 +34,6 @@ def _details(conn_id: str) -> ConnectionDetails:
 def can_read(user: Any, conn_id: str) -> bool:
     """Whether ``user`` may read connection ``conn_id`` (and so see its credits)."""
     return bool(get_auth_manager().is_authorized_connection(method="GET", details=_details(conn_id), user=user))
-
-
-def page_conn_id(
-    user: GetUserDep,
-    conn_id: Annotated[
-        str,
-        Query(
-            min_length=1,
-            max_length=MAX_CONN_ID_LENGTH,
-            description="The connection (of type localleads) whose credits to show.",
-        ),
-    ] = LocalLeadsHook.default_conn_name,
-) -> str:
-    """The page's ``?conn_id=``, once the user is known (401 without a token) and may read it (403)."""
-    if not can_read(user, conn_id):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, f"You may not read connection {conn_id!r}")
-    return conn_id
 
 
 def readable_connections(user: Any, session: Any) -> list[str]:

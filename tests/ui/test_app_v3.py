@@ -114,7 +114,8 @@ def test_access_matrix(
 
     assert answer.status_code == status, answer.text
     if status != 200:
-        assert "82" not in answer.text
+        assert "= 82</td>" not in answer.text
+        assert "available_credits" not in answer.text
         assert sandbox.request_count() == 0  # no data was read for a refused request
     assert sandbox.api_key not in answer.text
 
@@ -282,3 +283,11 @@ def test_a_connection_of_another_type_sends_nothing(
     assert answer.status_code == 200
     assert "is of type &#x27;http&#x27;, not &#x27;localleads&#x27;" in answer.text
     assert sandbox.request_count() == 0
+
+
+def test_no_access_is_a_page_inside_the_ui_not_raw_json(page_client: Any, tokens: dict[str, str]) -> None:
+    answer = page_client.get("/?conn_id=restricted_x", headers=as_user(tokens, "operator"))
+
+    assert answer.status_code == 403
+    assert answer.headers["content-type"].startswith("text/html")
+    assert "You may not read connection &#x27;restricted_x&#x27;; ask an admin for read access to it." in answer.text
