@@ -12,6 +12,7 @@ Airflow's own app, where the plugin mounts it at ``/localleads``.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -291,3 +292,24 @@ def test_no_access_is_a_page_inside_the_ui_not_raw_json(page_client: Any, tokens
     assert answer.status_code == 403
     assert answer.headers["content-type"].startswith("text/html")
     assert "You may not read connection &#x27;restricted_x&#x27;; ask an admin for read access to it." in answer.text
+
+
+def test_the_key_is_in_no_log_line(
+    page_client: Any,
+    tokens: dict[str, str],
+    sandbox: SandboxServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    headers = as_user(tokens, "operator")
+    sandbox.fail_next(status=503)  # a retry, logged by the hook
+    assert page_client.get("/", headers=headers).status_code == 200
+    assert page_client.get(JSON_ROUTE.format(CONN), headers=headers).status_code == 200
+    wrong = "sk_wrong_key_in_logs_77"
+    monkeypatch.setenv("AIRFLOW_CONN_LOCALLEADS_OTHER", sandbox.connection_json().replace(sandbox.api_key, wrong))
+    assert page_client.get("/?conn_id=localleads_other", headers=headers).status_code == 200
+
+    assert "503" in caplog.text  # the retry was logged, and no line holds a key
+    assert sandbox.api_key not in caplog.text
+    assert wrong not in caplog.text
