@@ -87,6 +87,12 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_localleads.sensors.credits"],
             }
         ],
+        "plugins": [
+            {
+                "name": "localleads_credits",
+                "plugin-class": "airflow_provider_localleads.ui.plugin.LocalLeadsCreditsPlugin",
+            }
+        ],
         "triggers": [
             {
                 "integration-name": "LocalLeads",

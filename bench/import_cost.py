@@ -20,6 +20,10 @@ baseline imports.
 
 Also lists the modules the provider's two imports add, and checks that nothing heavy (httpx, aiohttp,
 tenacity, requests, the sandbox, the hook) is among them.
+
+* + plugin: the baseline, then the credits page's plugin module, which every Airflow process that
+  loads plugins imports (scheduler, workers, triggerer, DAG processor): its own cost, and that it
+  adds no web framework (FastAPI, Starlette, Flask) nor any of the heavy modules above.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ BASELINE_3 = "import airflow.sdk"
 BASELINE_2 = "import airflow, airflow.models.baseoperator, airflow.sensors.base"
 SDK_CLASSES_3 = "import airflow.sdk; from airflow.sdk import BaseOperator, BaseSensorOperator"
 PROVIDER = "import airflow_provider_localleads.operators.credits, airflow_provider_localleads.sensors.credits"
+PLUGIN = "import airflow_provider_localleads.ui.plugin"
+WEB = ("fastapi", "starlette", "flask", "flask_appbuilder", "airflow_provider_localleads.ui.app")
 HEAVY = ("httpx", "aiohttp", "tenacity", "requests", "airflow_provider_localleads.sandbox",
          "airflow_provider_localleads.hooks.localleads", "airflow_provider_localleads.triggers.credits")  # fmt: skip
 
@@ -79,13 +85,14 @@ def main() -> int:
     probe = subprocess.run([sys.executable, "-c", "import airflow.sdk"], capture_output=True, check=False, env=env)
     airflow3 = probe.returncode == 0
     baseline = BASELINE_3 if airflow3 else BASELINE_2
-    cases = {"baseline": (baseline, "pass"), "+ provider": (baseline, PROVIDER)}
+    cases = {"baseline": (baseline, "pass"), "+ provider": (baseline, PROVIDER), "+ plugin": (baseline, PLUGIN)}
     if airflow3:
         cases["+ SDK operator/sensor classes"] = (SDK_CLASSES_3, "pass")
     for setup, extra in cases.values():  # warm the OS file cache and write the .pyc files
         measure(setup, extra, env)
     samples: dict[str, list[float]] = {name: [] for name in cases}
     extra_times: list[float] = []
+    plugin_times: list[float] = []
     last: dict[str, dict] = {}
     for _ in range(args.runs):
         for name, (setup, extra) in cases.items():
@@ -93,6 +100,8 @@ def main() -> int:
             samples[name].append(last[name]["total"])
             if name == "+ provider":
                 extra_times.append(last[name]["extra"])
+            if name == "+ plugin":
+                plugin_times.append(last[name]["extra"])
 
     best = {name: min(values) for name, values in samples.items()}
     best_extra = min(extra_times)
@@ -111,6 +120,13 @@ def main() -> int:
         print(f"ratio of best totals, + provider / (baseline + SDK classes): {best['+ provider'] / sdk:.3f}")
     print(f"modules added by the provider's two imports ({len(added)}): {', '.join(added)}")
     print(f"heavy modules among them: {', '.join(heavy) or 'none'}")
+    plugin_added = last["+ plugin"]["added"]
+    plugin_heavy = [m for m in plugin_added if m.split(".")[0] in HEAVY + WEB or m in HEAVY + WEB]
+    print(f"\nplugin module alone (after the baseline, same process): best {min(plugin_times) * 1000:.1f} ms")
+    print(f"ratio (baseline + plugin import) / baseline: {(base + min(plugin_times)) / base:.3f}")
+    print(f"ratio of best totals, + plugin / baseline: {best['+ plugin'] / base:.3f}")
+    print(f"modules added by the plugin ({len(plugin_added)}): {', '.join(plugin_added)}")
+    print(f"web frameworks or heavy modules among them: {', '.join(plugin_heavy) or 'none'}")
     return 0
 
 
