@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from airflow_provider_localleads.client.pagination import MAX_PAGE_SIZE
 from airflow_provider_localleads.client.values import iso_z
 from airflow_provider_localleads.exceptions import LocalLeadsConfigurationError
-from airflow_provider_localleads.hooks.localleads import MAX_PAGE_SIZE, LocalLeadsHook
+from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
 from airflow_provider_localleads.models import CreditBalance, CreditTransaction, CreditUsage
 from airflow_provider_localleads.ui.cache import Clock, TTLCache, utc_now
 
