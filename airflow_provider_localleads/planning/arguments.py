@@ -24,12 +24,8 @@ def is_template(value: object) -> bool:
 
 
 def parse_estimated_cost(value: object, *, task_id: str) -> int:
-    """The rendered ``estimated_cost`` as a non-negative whole number, or a clear, non-retried error.
-
-    Templates render to strings, so ``"50"`` (surrounding whitespace allowed) is 50. Refused:
-    ``True``/``False`` (bool is an int in Python, never a credit count), floats and ``"1.5"``
-    (credits are whole), negative numbers, and anything else.
-    """
+    """The rendered ``estimated_cost`` as a whole number >= 0 (templates render to strings: ``"50"`` is 50),
+    else a non-retried error."""
     cost = whole_number(value)
     if cost is None or cost < 0:
         raise LocalLeadsInvalidArgumentError(
@@ -41,10 +37,8 @@ def parse_estimated_cost(value: object, *, task_id: str) -> int:
 
 
 def check_estimated_cost(value: object, *, task_id: str) -> None:
-    """At DAG-parse time, refuse a literal ``estimated_cost`` that is no cost (``-5``, ``1.5``, ``"12 credits"``)
-    as a ValueError, with the message it would fail with when the task runs. What Airflow renders or
-    resolves then (a template string, an object with ``template_fields`` such as CostFromHistory, an
-    XComArg) is checked then."""
+    """At DAG-parse time, refuse a literal ``estimated_cost`` with the message it would fail with at run
+    time; what Airflow renders or resolves (a template, CostFromHistory, an XComArg) is checked then."""
     if is_template(value) or hasattr(value, "template_fields") or hasattr(value, "resolve"):
         return
     try:
