@@ -161,16 +161,15 @@ class LocalLeadsHook(BaseHook):
     async def _aget(self, client: httpx.AsyncClient | None, path: str, build: _Build[T], params: Params = None) -> T:
         """:meth:`_get` over httpx, on ``client`` or a client of its own."""
         settings = await self.aget_settings()
+        if client is None:
+            async with self.async_client() as own:
+                return await self._aget(own, path, build, params)
 
         async def attempt(budget: float) -> T:
-            assert client is not None
             answer = await asend(client, settings, path, params, budget)
             return parse_answer(*answer, path=path, redact=settings.redact, build=build)
 
-        if client is not None:
-            return await acall_with_retries(self._policy(settings), attempt, log=self.log)
-        async with self.async_client() as client:
-            return await acall_with_retries(self._policy(settings), attempt, log=self.log)
+        return await acall_with_retries(self._policy(settings), attempt, log=self.log)
 
     def get_balance(self) -> CreditBalance:
         return self._get(BALANCE_PATH, CreditBalance.from_response)
@@ -182,7 +181,10 @@ class LocalLeadsHook(BaseHook):
     def list_transactions(self, limit: int = 50, offset: int = 0) -> TransactionPage:
         """One page of the credit history, newest first; ``limit`` 1..100 and ``offset`` >= 0. A page that is not
         the one asked for (offset, size, order, an id twice) is a LocalLeadsResponseError."""
-        params = {"limit": validate_limit("limit", limit), "offset": _validate_offset(offset)}
+        limit = validate_limit("limit", limit)
+        if (start := python_whole_number(offset)) is None or start < 0:
+            raise ValueError(f"offset must be a whole number >= 0, got {offset!r}")
+        params = {"limit": limit, "offset": start}
         redact = self.settings.redact
 
         def build(body: Mapping[str, Any]) -> TransactionPage:
@@ -225,10 +227,3 @@ class LocalLeadsHook(BaseHook):
             # e.g. AirflowNotFoundException for a missing connection; no API key was read yet.
             return False, f"{type(err).__name__}: {err}"
         return True, f"Connected to {self.settings.base_url}. Credits: {balance.summary()}"
-
-
-def _validate_offset(value: object) -> int:
-    offset = python_whole_number(value)
-    if offset is None or offset < 0:
-        raise ValueError(f"offset must be a whole number >= 0, got {value!r}")
-    return offset

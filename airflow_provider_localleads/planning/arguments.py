@@ -9,12 +9,10 @@ from __future__ import annotations
 from airflow_provider_localleads.client.values import whole_number
 from airflow_provider_localleads.exceptions import LocalLeadsInvalidArgumentError
 
-ON_INSUFFICIENT_CHOICES = ("fail", "skip")
-
 
 def check_on_insufficient(value: object, *, owner: str) -> None:
     """Refuse anything but ``"fail"`` or ``"skip"`` (never templated: checked where it is given)."""
-    if value not in ON_INSUFFICIENT_CHOICES:
+    if value not in ("fail", "skip"):
         raise ValueError(f"{owner}: on_insufficient must be 'fail' or 'skip', got {value!r}")
 
 

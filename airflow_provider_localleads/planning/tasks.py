@@ -37,9 +37,8 @@ def read_forecast(
         return None
     try:
         if balance is None:
-            usage = hook.get_usage(days)
-        else:
-            usage = summarize_usage(balance, hook.iter_transactions(), days, utc_moment(None))
+            balance = hook.get_balance()
+        usage = summarize_usage(balance, hook.iter_transactions(), days, utc_moment(None))
     except LocalLeadsError as err:
         task.log.warning("LocalLeads usage forecast unavailable (the credit check stands): %s", err)
         return None

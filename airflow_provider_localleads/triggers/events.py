@@ -100,7 +100,7 @@ class _CreditsWatcher(BalancePollTrigger):
         previous = state.value
         current, payload = self._observe(previous, balance)
         if previous is None:
-            where = "asset state store" if state.persistent else "memory only; a restart takes a new baseline"
+            where = "asset state store" if state.store is not None else "memory only; a restart takes a new baseline"
             self.log.info("%s: baseline %s (%s); %s", self._name, self._describe(current), where, balance.summary())
         if current != previous:
             # Stored before the event leaves: a restart right after never fires it again.

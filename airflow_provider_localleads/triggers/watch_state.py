@@ -20,10 +20,6 @@ class WatchState:
         self.value: dict[str, Any] | None = None
         self.loaded = False
 
-    @property
-    def persistent(self) -> bool:
-        return self.store is not None
-
     async def load(self) -> dict[str, Any] | None:
         """The stored observation, read once per trigger object."""
         if self.loaded:
