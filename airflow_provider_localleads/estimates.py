@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_localleads.client.values import excerpt, iso_z, python_whole_number
 from airflow_provider_localleads.exceptions import LocalLeadsInvalidArgumentError, NoCostHistoryError
-from airflow_provider_localleads.planning.arguments import parse_estimated_cost
+from airflow_provider_localleads.planning.arguments import is_template, parse_estimated_cost
 from airflow_provider_localleads.planning.usage import recent_deductions, utc_moment
 
 if TYPE_CHECKING:
@@ -73,13 +73,11 @@ class CostFromHistory:
     :param match: a shell-style pattern (:func:`fnmatch.fnmatchcase`) the *whole* description must
         match: ``*`` any text, ``?`` one character, ``[seq]`` one of, ``[[]`` a literal ``[``. Case
         matters (the API writes its descriptions with fixed capitals, and a case-folding match would
-        differ between operating systems); ``[Dd]entists`` matches either. Templated: rendered by
-        Airflow when this object is an operator's templated ``estimated_cost``.
+        differ between operating systems); ``[Dd]entists`` matches either. Templated.
     :param runs: at most this many of the newest matching runs are used (>= 1).
     :param lookback: runs older than this (before the task's "now") are not used.
     :param statistic: ``"max"`` (the dearest run), ``"mean"``, or ``"p90"``: the nearest-rank 90th
-        percentile, the ``ceil(0.9 * n)``-th smallest of ``n`` costs (the smallest cost that at least
-        90% of the runs did not exceed; with fewer than 10 runs it is the max).
+        percentile (with fewer than 10 runs it is the max).
     :param margin: added on top, as a fraction (0.2 = +20%), >= 0.
     :param default: the cost when no run matches, used as given (no margin); None: fail instead,
         naming the pattern.
@@ -153,7 +151,7 @@ class CostFromHistory:
         at the first transaction older than the lookback, so only the pages needed are read."""
         who = f"Task {task_id!r}: " if task_id else ""
         pattern = self._template if self.rendered_match is None else self.rendered_match
-        if not isinstance(pattern, str) or not pattern or "{{" in pattern or "{%" in pattern:
+        if not isinstance(pattern, str) or not pattern or is_template(pattern):
             raise LocalLeadsInvalidArgumentError(
                 f"{who}CostFromHistory match must render to a non-empty shell-style pattern, got "
                 f"{pattern!r} from the template {self._template!r}. A Jinja template is rendered only when "

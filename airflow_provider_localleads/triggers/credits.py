@@ -14,7 +14,7 @@ from airflow.triggers.base import TriggerEvent
 
 from airflow_provider_localleads.exceptions import LocalLeadsError
 from airflow_provider_localleads.models import CreditBalance
-from airflow_provider_localleads.planning.check import enough_message, timeout_message
+from airflow_provider_localleads.planning.check import enough_message, timeout_message, waiting_message
 from airflow_provider_localleads.triggers.poll import FIRST_POLL_IMPORTS, HOOK_MODULE, BalancePollTrigger
 
 __all__ = ["CLASSPATH", "FIRST_POLL_IMPORTS", "HOOK_MODULE", "CreditsTrigger"]
@@ -115,12 +115,8 @@ class CreditsTrigger(BalancePollTrigger):
                 return self._event("success", balance=raw.to_dict(), message=message)
             if self._should_log(("waiting", raw.available_credits, raw.last_reset_at)):
                 await asyncio.sleep(self.spread)
-                self.log.info(
-                    "Waiting for LocalLeads credits: needs %d, %s; checking every %g s",
-                    self.estimated_cost,
-                    raw.summary(),
-                    self.poll_interval,
-                )
+                waiting = waiting_message(self.estimated_cost, raw)
+                self.log.info("%s; checking every %g s", waiting, self.poll_interval)
             return None
         # The hook's own retry decision: transient means keep waiting. (client.retry came with the hook
         # module, imported off the loop before the first poll, so this import is a dictionary look-up.)
