@@ -56,9 +56,8 @@ _Build = Callable[[Mapping[str, Any]], T]
 class LocalLeadsHook(BaseHook):
     """Talks to the LocalLeads Credits API through an Airflow connection of type ``localleads``.
 
-    :param localleads_conn_id: the Airflow connection: host = base URL (default
-        ``https://leadsapi.postorbit.io``), password = API key (or ``LOCALLEADS_API_KEY``), extras
-        ``timeout``, ``max_retries``, ``allow_insecure_http``.
+    :param localleads_conn_id: the Airflow connection: host = base URL, password = API key, extras
+        ``timeout``, ``max_retries``, ``allow_insecure_http`` (docs/connection.md).
     :param timeout: seconds per request, overriding the connection's ``timeout`` extra.
     :param max_retries: retries of a failed request, overriding the ``max_retries`` extra.
     :param retry_policy: full control of the backoff; ``max_retries`` still comes from the connection

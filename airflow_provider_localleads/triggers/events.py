@@ -147,10 +147,7 @@ class _CreditsWatcher(BalancePollTrigger):
 class CreditsResetTrigger(_CreditsWatcher):
     """One event per new ``lastResetAt`` (the monthly credits reset), payload ``{"event": "reset", "balance":
     {...}}``. A ``lastResetAt`` older than one already seen (the API going backwards) fires nothing.
-
-    :param localleads_conn_id: Airflow connection of type ``localleads``.
-    :param poll_interval: seconds between balance reads (shared with every trigger on the connection
-        and interval).
+    Arguments: docs/watchers.md.
     """
 
     kind = "reset"
@@ -185,11 +182,7 @@ class CreditsResetTrigger(_CreditsWatcher):
 class CreditsThresholdTrigger(_CreditsWatcher):
     """One event each time ``available_credits`` crosses ``threshold`` in ``direction`` (``"above"``: from
     below to >= ``threshold``), payload ``{"event": direction, "balance": {...}, "threshold": n}``.
-
-    :param threshold: credits (a whole number >= 0).
-    :param direction: ``"above"`` or ``"below"``.
-    :param localleads_conn_id: Airflow connection of type ``localleads``.
-    :param poll_interval: seconds between balance reads.
+    Arguments: docs/watchers.md.
     """
 
     kind = "threshold"

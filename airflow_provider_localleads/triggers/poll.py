@@ -76,18 +76,16 @@ class BalancePollTrigger(BaseEventTrigger):  # type: ignore[misc]
                 yield raw
                 await asyncio.sleep(poll_interval)
 
-    def open_stream(self) -> AsyncIterator[Any]:
-        """The raw stream for ``run()``: in-process shared on Airflow < 3.3, private on 3.3+ (dag.test)."""
-        _, kwargs = self.serialize()
-        if NATIVE_SHARED_STREAMS:
-            return self.open_shared_stream(kwargs)
-        return _PollGroup.subscribe(self.shared_stream_key(), kwargs)
-
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        """The same filter as the triggerer's shared path; with :attr:`restarts_dead_poll`, a filter that raises
-        (it has logged and waited an interval) runs again over a new poll, keeping the trigger's state."""
+        """The same filter as the triggerer's shared path, over a poll shared in-process on Airflow < 3.3 and
+        a private one on 3.3+ (dag.test). With :attr:`restarts_dead_poll`, a filter that raises (it has
+        logged and waited an interval) runs again over a new poll, keeping the trigger's state."""
+        _, kwargs = self.serialize()
         while True:
-            stream = self.open_stream()
+            if NATIVE_SHARED_STREAMS:
+                stream = self.open_shared_stream(kwargs)
+            else:
+                stream = _PollGroup.subscribe(self.shared_stream_key(), kwargs)
             try:
                 async for event in self.filter_shared_stream(stream):
                     yield event
