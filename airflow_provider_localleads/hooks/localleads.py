@@ -158,7 +158,6 @@ class LocalLeadsHook(BaseHook):
         return call_with_retries(self._policy(settings), attempt, log=self.log)
 
     async def _aget(self, client: httpx.AsyncClient | None, path: str, build: _Build[T], params: Params = None) -> T:
-        """:meth:`_get` over httpx, on ``client`` or a client of its own."""
         settings = await self.aget_settings()
         if client is None:
             async with self.async_client() as own:

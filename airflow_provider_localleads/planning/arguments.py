@@ -66,7 +66,6 @@ def parse_optional_count(
 
 
 def check_low_credits_hook(on_low_credits: object, warn_below: object, owner: str) -> None:
-    """Parse-time check: ``on_low_credits`` is a notifier or callable, and only given with ``warn_below``."""
     if on_low_credits is None:
         return
     if not callable(on_low_credits):

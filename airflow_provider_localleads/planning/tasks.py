@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 
 
 def resolve_task_cost(task: Any, hook: LocalLeadsHook, context: Any) -> int:
-    """The task's ``estimated_cost`` as a number; a CostFromHistory estimate is logged and pushed first."""
     cost, estimate = resolve_cost(task.estimated_cost, hook, task.task_id)  # a bad number: no request
     if estimate is not None:
         task.log.info("Estimated cost: %s", estimate.describe())

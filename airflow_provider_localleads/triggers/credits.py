@@ -81,22 +81,19 @@ class CreditsTrigger(BalancePollTrigger):
                     if isinstance(raw, CreditBalance):
                         last = raw
                     event = await self._on_raw_event(raw)
-        except TimeoutError as err:
-            if deadline.expired():
-                event = self._timeout_event(last)
-            else:
-                event = self._error_event(type(err).__name__, f"The LocalLeads balance poll failed: {err}", False)
         except StopAsyncIteration:
             event = self._error_event("LocalLeadsError", "The LocalLeads balance poll ended unexpectedly", True)
         except Exception as err:  # noqa: BLE001 - the group's poll died: every waiter gets an error event
-            error_type = err.error_type if isinstance(err, LocalLeadsError) else type(err).__name__
-            event = self._error_event(error_type, f"The LocalLeads balance poll failed: {err}", False)
+            if isinstance(err, TimeoutError) and deadline.expired():
+                event = self._timeout_event(last)
+            else:
+                error_type = err.error_type if isinstance(err, LocalLeadsError) else type(err).__name__
+                event = self._error_event(error_type, f"The LocalLeads balance poll failed: {err}", False)
         yield event
 
-    #: Seconds over which the triggers of one group spread their work after a poll (see ``spread``).
-    #: Firing costs ~0.1-0.15 ms of CPU per trigger (an event and a log line): 1,000 triggers spread
-    #: over 0.1 s were more work than time, so turns of the loop bunched up (30-70 ms of lag); over
-    #: up to 1 s, each turn holds a few triggers' work. A trigger fires at most this much later.
+    #: Seconds over which one group's triggers spread their work after a poll. Firing costs ~0.1-0.15 ms of
+    #: CPU per trigger: 1,000 spread over 0.1 s bunched the loop's turns up (30-70 ms of lag); over up to
+    #: 1 s each turn holds a few triggers' work. A trigger fires at most this much later.
     MAX_SPREAD = 1.0
     #: Seconds before an unchanged "waiting" or "poll failed" line is repeated.
     REPEAT_LOG_AFTER = 3600.0
