@@ -15,6 +15,7 @@ import importlib
 import importlib.util
 import weakref
 from collections.abc import AsyncIterator, Hashable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.triggers import BaseEventTrigger
@@ -109,13 +110,11 @@ def _load_hook_class() -> type[LocalLeadsHook]:
 _FAN_OUT_BATCH = 100
 
 
+@dataclass(frozen=True, slots=True)
 class _PollFailed:
     """The group's poll ended: re-raised in each subscriber."""
 
-    __slots__ = ("error",)
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
+    error: BaseException
 
 
 class _PollGroup:
