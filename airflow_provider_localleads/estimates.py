@@ -1,10 +1,7 @@
 """``estimated_cost`` from the transaction history: what similar runs cost lately, plus a margin.
 
-A pre-flight check is only as good as the cost it compares with, and the history already says what
-similar runs cost ("Lead search: Dentists in Austin, TX (97 results)", -12). Constructing a
-:class:`CostFromHistory` only validates its arguments (DAG-parse time: no network, no connection);
-it is resolved when the task runs, into a :class:`CostEstimate` that says what the number rests on.
-DAG files import this module: it imports no hook and no HTTP client.
+DAG files import this module and construct :class:`CostFromHistory` at parse time (it only validates),
+so it imports no hook and no HTTP client.
 """
 
 from __future__ import annotations
@@ -19,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_localleads.client.values import excerpt, iso_z, python_whole_number
 from airflow_provider_localleads.exceptions import LocalLeadsInvalidArgumentError, NoCostHistoryError
-from airflow_provider_localleads.planning.arguments import parse_estimated_cost
+from airflow_provider_localleads.planning.arguments import is_template, parse_estimated_cost
 from airflow_provider_localleads.planning.usage import recent_deductions, utc_moment
 
 if TYPE_CHECKING:
@@ -29,7 +26,6 @@ if TYPE_CHECKING:
 
 __all__ = ["STATISTICS", "CostEstimate", "CostFromHistory", "resolve_cost"]
 
-#: How the costs of the matching runs become one number (see :class:`CostFromHistory`).
 STATISTICS = ("max", "mean", "p90")
 
 
@@ -39,10 +35,8 @@ class CostEstimate:
 
     #: The estimate in credits: ``ceil(basis_value * (1 + margin))``, or the default.
     cost: int
-    #: The rendered pattern the descriptions were matched against.
     pattern: str
     statistic: str
-    #: How many matching runs the estimate rests on (0 for the default).
     runs_used: int
     #: When the oldest run used was made; for the default, the start of the window searched (UTC).
     since: pendulum.DateTime
@@ -53,8 +47,7 @@ class CostEstimate:
     from_default: bool
 
     def describe(self) -> str:
-        """The log line, e.g. "max of 7 runs since 2026-09-03 matching 'Lead search: Dentists*' is 12
-        credits, +20% = 15"."""
+        """E.g. "max of 7 runs since 2026-09-03 matching 'Lead search: Dentists*' is 12 credits, +20% = 15"."""
         day = self.since.date().isoformat()
         if self.from_default or self.basis_value is None:
             return (
@@ -68,38 +61,29 @@ class CostEstimate:
         return f"{basis} credits, +{_number(_fraction(self.margin) * 100)}% = {self.cost}"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict for XCom: the fields, ``since`` as ISO 8601, and :meth:`describe` as ``description``."""
         return {**asdict(self), "since": iso_z(self.since), "description": self.describe()}
 
 
 class CostFromHistory:
-    """``estimated_cost`` taken from what matching runs cost lately (resolved when the task runs).
+    """``estimated_cost`` taken from what matching ``DEDUCTION`` runs cost lately (resolved when the task runs).
 
-    The runs are the ``DEDUCTION`` transactions whose ``description`` matches ``match``, newest first:
-    at most ``runs`` of them, none older than ``lookback``. The estimate is
-    ``ceil(statistic(|amount|) * (1 + margin))``, computed exactly (a margin of 0.1 is one tenth: runs
-    of 100 credits give 110, where float arithmetic would charge 111). Only the pages of the history
-    needed are read: the listing stops at the ``runs``-th match or at the first transaction older
-    than the lookback.
+    ``ceil(statistic(|amount|) * (1 + margin))``, computed exactly: a margin of 0.1 is one tenth, so runs
+    of 100 credits give 110, where float arithmetic would charge 111.
 
     :param match: a shell-style pattern (:func:`fnmatch.fnmatchcase`) the *whole* description must
         match: ``*`` any text, ``?`` one character, ``[seq]`` one of, ``[[]`` a literal ``[``. Case
         matters (the API writes its descriptions with fixed capitals, and a case-folding match would
-        differ between operating systems); ``[Dd]entists`` matches either. Templated: rendered by
-        Airflow when this object is an operator's templated ``estimated_cost``.
+        differ between operating systems); ``[Dd]entists`` matches either. Templated.
     :param runs: at most this many of the newest matching runs are used (>= 1).
     :param lookback: runs older than this (before the task's "now") are not used.
     :param statistic: ``"max"`` (the dearest run), ``"mean"``, or ``"p90"``: the nearest-rank 90th
-        percentile, the ``ceil(0.9 * n)``-th smallest of ``n`` costs (the smallest cost that at least
-        90% of the runs did not exceed; with fewer than 10 runs it is the max).
+        percentile (with fewer than 10 runs it is the max).
     :param margin: added on top, as a fraction (0.2 = +20%), >= 0.
     :param default: the cost when no run matches, used as given (no margin); None: fail instead,
         naming the pattern.
 
-    Templating: Airflow renders ``match`` in place on this object, which is shared by every run of
-    one DAG object (``dag.test()`` twice in a process, map indexes). So reading ``match`` always gives
-    the template as written, and what Airflow assigns is kept apart as :attr:`rendered_match`: each
-    run renders from the template again, and the pattern a run used is in its :class:`CostEstimate`.
+    Airflow renders ``match`` in place on this object, which every run of one DAG object shares: so
+    ``match`` always reads as the template and what Airflow assigns is kept apart in :attr:`rendered_match`.
     """
 
     template_fields: Sequence[str] = ("match",)
@@ -146,12 +130,10 @@ class CostFromHistory:
 
     @property
     def match(self) -> str:
-        """The pattern as written (a template or a plain pattern); Airflow renders from this each run."""
         return self._template
 
     @match.setter
     def match(self, rendered: object) -> None:
-        # Airflow's template rendering assigns here; the template stays for the next run to render.
         self.rendered_match = rendered
 
     def __repr__(self) -> str:
@@ -165,16 +147,11 @@ class CostFromHistory:
     def estimate(
         self, hook: LocalLeadsHook, now: datetime | None = None, *, task_id: str | None = None
     ) -> CostEstimate:
-        """Resolve against the history read through ``hook`` (only the pages needed).
-
-        :param now: the end of the window (default: now, UTC); the lookback counts back from it.
-        :param task_id: named in errors.
-        :raises NoCostHistoryError: no run matches and there is no ``default`` (fails without retrying).
-        :raises LocalLeadsInvalidArgumentError: ``match`` rendered to something that is not a pattern.
-        """
+        """Resolve against the history read through ``hook``: the listing stops at the ``runs``-th match or
+        at the first transaction older than the lookback, so only the pages needed are read."""
         who = f"Task {task_id!r}: " if task_id else ""
         pattern = self._template if self.rendered_match is None else self.rendered_match
-        if not isinstance(pattern, str) or not pattern or "{{" in pattern or "{%" in pattern:
+        if not isinstance(pattern, str) or not pattern or is_template(pattern):
             raise LocalLeadsInvalidArgumentError(
                 f"{who}CostFromHistory match must render to a non-empty shell-style pattern, got "
                 f"{pattern!r} from the template {self._template!r}. A Jinja template is rendered only when "
@@ -228,8 +205,7 @@ class CostFromHistory:
 def resolve_cost(
     estimated_cost: object, hook: LocalLeadsHook, task_id: str, now: datetime | None = None
 ) -> tuple[int, CostEstimate | None]:
-    """The cost a task needs: a rendered number (``"50"`` is 50; no request, no estimate) or a
-    CostFromHistory's estimate, read through ``hook``."""
+    """The cost a task needs: a rendered number (no request, no estimate) or a CostFromHistory's estimate."""
     if isinstance(estimated_cost, CostFromHistory):
         estimate = estimated_cost.estimate(hook, now, task_id=task_id)
         return estimate.cost, estimate
@@ -246,12 +222,11 @@ def _statistic(name: str, costs: list[int]) -> Fraction:
 
 
 def _fraction(value: float) -> Fraction:
-    """``value`` as written (its shortest decimal form): 0.1 is exactly one tenth."""
+    # repr is the shortest decimal form: 0.1 is exactly one tenth, not the float's binary value.
     return Fraction(repr(value))
 
 
 def _number(value: float | Fraction) -> str:
-    """12 for a whole number, else at most two decimals (11.33)."""
     if Fraction(value).denominator == 1:
         return str(int(value))
     return f"{float(value):.2f}".rstrip("0").rstrip(".")

@@ -1,10 +1,7 @@
 """LocalLeadsHook: the LocalLeads Credits API as typed Python calls, through an Airflow connection.
 
-The hook holds what comes from the connection (settings, a pooled session) and one short method per
-endpoint over one request helper, :meth:`LocalLeadsHook._get` (and its async twin ``_aget``); the
-HTTP client below it is :mod:`airflow_provider_localleads.client`. Adding an endpoint: a model with
-``from_response(body)``, one method here, a sandbox route, and their tests. Nothing is looked up or
-sent until a method is called: constructing the hook at DAG-parse time is free.
+One short method per endpoint over :meth:`LocalLeadsHook._get` (and ``_aget``). Nothing is looked up or
+sent until a method is called, so constructing the hook at DAG-parse time is free.
 """
 
 from __future__ import annotations
@@ -53,20 +50,18 @@ __all__ = ["BALANCE_PATH", "LocalLeadsHook"]
 BALANCE_PATH = "/api/v1/credits/balance"
 
 T = TypeVar("T")
-#: Builds an endpoint's model from the JSON object of a successful answer (``Model.from_response``).
 _Build = Callable[[Mapping[str, Any]], T]
 
 
 class LocalLeadsHook(BaseHook):
     """Talks to the LocalLeads Credits API through an Airflow connection of type ``localleads``.
 
-    :param localleads_conn_id: the Airflow connection: host = base URL (default
-        ``https://leadsapi.postorbit.io``), password = API key (or ``LOCALLEADS_API_KEY``), extras
-        ``timeout``, ``max_retries``, ``allow_insecure_http``.
+    :param localleads_conn_id: the Airflow connection: host = base URL, password = API key, extras
+        ``timeout``, ``max_retries``, ``allow_insecure_http`` (docs/connection.md).
     :param timeout: seconds per request, overriding the connection's ``timeout`` extra.
     :param max_retries: retries of a failed request, overriding the ``max_retries`` extra.
-    :param retry_policy: full control of the backoff (mainly for tests); ``max_retries`` still
-        comes from the connection unless given here.
+    :param retry_policy: full control of the backoff; ``max_retries`` still comes from the connection
+        unless given here.
     """
 
     conn_name_attr = "localleads_conn_id"
@@ -108,19 +103,14 @@ class LocalLeadsHook(BaseHook):
 
     @cached_property
     def settings(self) -> ConnectionSettings:
-        """The validated connection (looked up once, on first use)."""
         conn = self.get_connection(self.localleads_conn_id)
         settings = self._settings_for(conn)
         mask_env_key(conn, settings.api_key)
         return settings
 
     async def aget_settings(self) -> ConnectionSettings:
-        """The validated connection, looked up without blocking the event loop (triggerer-safe).
-
-        common.compat picks the safe look-up on every Airflow line: ``aget_connection`` where it
-        masks secrets asynchronously (3.3.2+), the synchronous one in a thread elsewhere; the extras
-        are read the same way.
-        """
+        """:attr:`settings` without blocking the event loop: common.compat picks ``aget_connection`` where it
+        masks secrets asynchronously (3.3.2+), the synchronous look-up in a thread elsewhere."""
         cached = self.__dict__.get("settings")
         if cached is not None:
             return cached  # type: ignore[no-any-return]
@@ -135,21 +125,18 @@ class LocalLeadsHook(BaseHook):
         return settings
 
     def _policy(self, settings: ConnectionSettings) -> RetryPolicy:
-        # The retry count always comes from the settings (connection extra or hook argument).
         return replace(self._retry_policy or RetryPolicy(), max_retries=settings.max_retries)
 
     @cached_property
     def session(self) -> requests.Session:
-        """One session per hook, so repeated calls reuse the same connection."""
         return open_session()
 
     @staticmethod
     def async_client() -> httpx.AsyncClient:
-        """An ``httpx.AsyncClient`` set up for this API, for callers that poll repeatedly (the trigger)."""
         return open_async_client()
 
     def close(self) -> None:
-        """Close the pooled connections (the hook stays usable: a new session opens on next use)."""
+        """Close the pooled connections (a new session opens on next use)."""
         session = self.__dict__.pop("session", None)
         if session is not None:
             session.close()
@@ -171,35 +158,31 @@ class LocalLeadsHook(BaseHook):
         return call_with_retries(self._policy(settings), attempt, log=self.log)
 
     async def _aget(self, client: httpx.AsyncClient | None, path: str, build: _Build[T], params: Params = None) -> T:
-        """The asynchronous :meth:`_get` (httpx, asyncio sleeps), over ``client`` or a client of its own."""
         settings = await self.aget_settings()
+        if client is None:
+            async with self.async_client() as own:
+                return await self._aget(own, path, build, params)
 
         async def attempt(budget: float) -> T:
-            assert client is not None
             answer = await asend(client, settings, path, params, budget)
             return parse_answer(*answer, path=path, redact=settings.redact, build=build)
 
-        if client is not None:
-            return await acall_with_retries(self._policy(settings), attempt, log=self.log)
-        async with self.async_client() as client:
-            return await acall_with_retries(self._policy(settings), attempt, log=self.log)
+        return await acall_with_retries(self._policy(settings), attempt, log=self.log)
 
     def get_balance(self) -> CreditBalance:
-        """The organisation's current balance (``GET /api/v1/credits/balance``)."""
         return self._get(BALANCE_PATH, CreditBalance.from_response)
 
     async def aget_balance(self, client: httpx.AsyncClient | None = None) -> CreditBalance:
-        """:meth:`get_balance` for triggers, over ``client`` (from :meth:`async_client`, reused across
-        calls) or a client of its own; same checks, same retry policy."""
+        """:meth:`get_balance` for triggers, over ``client`` (from :meth:`async_client`) or a client of its own."""
         return await self._aget(client, BALANCE_PATH, CreditBalance.from_response)
 
     def list_transactions(self, limit: int = 50, offset: int = 0) -> TransactionPage:
-        """One page of the credit history, newest first (``GET /api/v1/credits/transactions``).
-
-        :param limit: 1..100 and ``offset`` >= 0, both checked before sending. A page that is not the
-            one asked for (offset, size, order, an id twice) is a LocalLeadsResponseError.
-        """
-        params = {"limit": validate_limit("limit", limit), "offset": _validate_offset(offset)}
+        """One page of the credit history, newest first; ``limit`` 1..100 and ``offset`` >= 0. A page that is not
+        the one asked for (offset, size, order, an id twice) is a LocalLeadsResponseError."""
+        limit = validate_limit("limit", limit)
+        if (start := python_whole_number(offset)) is None or start < 0:
+            raise ValueError(f"offset must be a whole number >= 0, got {offset!r}")
+        params = {"limit": limit, "offset": start}
         redact = self.settings.redact
 
         def build(body: Mapping[str, Any]) -> TransactionPage:
@@ -209,10 +192,7 @@ class LocalLeadsHook(BaseHook):
 
     def iter_transactions(self, page_size: int = MAX_PAGE_SIZE) -> Iterator[CreditTransaction]:
         """Every transaction, newest first, each exactly once even when new ones arrive while it pages
-        (what that promises, and the requests it takes: ``client.pagination.iter_exactly_once``).
-
-        :param page_size: transactions per request, 1..100.
-        """
+        (see ``client.pagination.iter_exactly_once``); ``page_size`` 1..100."""
         yield from iter_exactly_once(
             lambda limit, offset: self.list_transactions(limit=limit, offset=offset), page_size
         )
@@ -220,12 +200,8 @@ class LocalLeadsHook(BaseHook):
     def require_credits(self, cost: int | CostFromHistory, on_insufficient: str = "fail") -> CreditBalance:
         """CheckCreditsOperator's check inside any task, so the task that spends checks for itself.
 
-        One balance read (a CostFromHistory first reads the history it needs and logs its estimate,
-        as the operator does). Not enough credits: ``"fail"`` raises InsufficientCreditsError (no
-        retry), ``"skip"`` AirflowSkipException, with the operator's message. Bad arguments are a
-        ValueError before any request.
-
         :param cost: credits about to be spent, a whole number >= 0, or a CostFromHistory.
+        :param on_insufficient: ``"fail"`` (InsufficientCreditsError, no retry) or ``"skip"``.
         :return: the balance, which covers ``cost``.
         """
         credits = required_cost(self, cost, on_insufficient)
@@ -234,14 +210,13 @@ class LocalLeadsHook(BaseHook):
         return balance
 
     def get_usage(self, days: int = 30, *, now: datetime | None = None) -> CreditUsage:
-        """What was spent in the last ``days`` days (whole, >= 1) before ``now`` (aware; default: now),
-        and when the available credits run out at that rate: one balance read, and the history back
-        to ``days`` ago only."""
+        """What was spent in the last ``days`` days before ``now`` (aware; default: now), and when the
+        available credits run out at that rate."""
         days, moment = validate_days(days), utc_moment(now)
         return summarize_usage(self.get_balance(), self.iter_transactions(), days, moment)
 
     def test_connection(self) -> tuple[bool, str]:
-        """Read the balance (read-only) to prove the host and API key work; used by the UI's Test button."""
+        """Read the balance to prove the host and API key work (the UI's Test button)."""
         try:
             balance = self.get_balance()
         except LocalLeadsError as err:
@@ -250,10 +225,3 @@ class LocalLeadsHook(BaseHook):
             # e.g. AirflowNotFoundException for a missing connection; no API key was read yet.
             return False, f"{type(err).__name__}: {err}"
         return True, f"Connected to {self.settings.base_url}. Credits: {balance.summary()}"
-
-
-def _validate_offset(value: object) -> int:
-    offset = python_whole_number(value)
-    if offset is None or offset < 0:
-        raise ValueError(f"offset must be a whole number >= 0, got {value!r}")
-    return offset

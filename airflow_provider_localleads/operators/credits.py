@@ -30,39 +30,22 @@ if TYPE_CHECKING:
 
 
 class CheckCreditsOperator(BaseOperator, SkipMixin):
-    """Check that the LocalLeads balance covers ``estimated_cost`` before paid-for work starts.
-
-    One balance request per run (a :class:`~airflow_provider_localleads.estimates.CostFromHistory`
-    also reads the history pages it needs, and its estimate is logged and pushed as XCom ``estimate``).
-    Enough credits: the task returns ``CreditBalance.to_dict()``. Not enough:
-
-    * ``on_insufficient="fail"`` (default): the task fails *without retrying* (retrying would not
-      make credits appear), saying what is needed, what is available and when credits reset.
-    * ``on_insufficient="skip"``: like ``ShortCircuitOperator``, this task succeeds and every
-      downstream task is skipped, whatever its trigger rule; the balance is still pushed to XCom.
-
-    A wrong API key fails without retrying; transient API trouble (after the hook's own retries)
-    is an ordinary failure, so the task's ``retries`` apply.
-
-    ``forecast_days`` (off by default: it reads the history back that far) adds the recent spending
-    rate and the date the credits run out at it to the messages and XCom ``forecast``; if that read
-    fails, a warning says so and the check's outcome stands.
-
-    ``warn_below``: when ``available - cost < warn_below``, a warning, the
-    ``localleads.low_credits.<conn>`` metric, and one call of ``on_low_credits``: an Airflow notifier
-    (e.g. ``SlackNotifier``), whose templates also see ``localleads_balance`` and
-    ``localleads_low_credits`` (``remaining``, ``estimated_cost``, ``warn_below``, ``conn_id``), or a
-    callable taking the ``CreditBalance``. A failing callback is logged and the task goes on: a broken
-    alert channel must not stop a run that can afford its work.
+    """Check that the LocalLeads balance covers ``estimated_cost`` before paid-for work starts, and return
+    ``CreditBalance.to_dict()`` (docs/operator.md, docs/planning.md). Too few credits fail *without
+    retrying* (retrying would not make credits appear), or skip everything downstream.
 
     :param estimated_cost: credits the run will need, a whole number >= 0 (a literal is checked when
         the DAG is parsed, a template once rendered), or a ``CostFromHistory``.
-    :param on_insufficient: ``"fail"`` or ``"skip"``.
+    :param on_insufficient: ``"fail"`` or ``"skip"`` (like ``ShortCircuitOperator``: this task succeeds,
+        every downstream task is skipped whatever its trigger rule).
     :param localleads_conn_id: Airflow connection of type ``localleads`` (templated: e.g.
         ``"{{ params.account }}"`` picks the account per run).
-    :param forecast_days: None (off) or the window of the forecast in days, >= 1 (templated).
+    :param forecast_days: None (off) or the window of the forecast in days, >= 1 (templated): the recent
+        spending rate in the messages and XCom ``forecast``.
     :param warn_below: None (off) or credits, >= 0, that should be left after this run (templated).
-    :param on_low_credits: a notifier or callable for ``warn_below``.
+    :param on_low_credits: an Airflow notifier or a callable taking the ``CreditBalance``, called once
+        below ``warn_below``; if it fails, the task goes on (a broken alert channel must not stop a run
+        that can afford its work).
     """
 
     template_fields: Sequence[str] = ("estimated_cost", "localleads_conn_id", "forecast_days", "warn_below")
@@ -97,7 +80,6 @@ class CheckCreditsOperator(BaseOperator, SkipMixin):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_localleads.hooks.localleads import LocalLeadsHook
 
-        # Rendered arguments are checked before any request.
         days = parse_optional_count(self.forecast_days, field="forecast_days", minimum=1, task_id=self.task_id)
         warn_below = parse_optional_count(self.warn_below, field="warn_below", minimum=0, task_id=self.task_id)
         with LocalLeadsHook(self.localleads_conn_id) as hook:

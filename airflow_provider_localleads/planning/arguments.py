@@ -9,12 +9,10 @@ from __future__ import annotations
 from airflow_provider_localleads.client.values import whole_number
 from airflow_provider_localleads.exceptions import LocalLeadsInvalidArgumentError
 
-ON_INSUFFICIENT_CHOICES = ("fail", "skip")
-
 
 def check_on_insufficient(value: object, *, owner: str) -> None:
     """Refuse anything but ``"fail"`` or ``"skip"`` (never templated: checked where it is given)."""
-    if value not in ON_INSUFFICIENT_CHOICES:
+    if value not in ("fail", "skip"):
         raise ValueError(f"{owner}: on_insufficient must be 'fail' or 'skip', got {value!r}")
 
 
@@ -24,12 +22,8 @@ def is_template(value: object) -> bool:
 
 
 def parse_estimated_cost(value: object, *, task_id: str) -> int:
-    """The rendered ``estimated_cost`` as a non-negative whole number, or a clear, non-retried error.
-
-    Templates render to strings, so ``"50"`` (surrounding whitespace allowed) is 50. Refused:
-    ``True``/``False`` (bool is an int in Python, never a credit count), floats and ``"1.5"``
-    (credits are whole), negative numbers, and anything else.
-    """
+    """The rendered ``estimated_cost`` as a whole number >= 0 (templates render to strings: ``"50"`` is 50),
+    else a non-retried error."""
     cost = whole_number(value)
     if cost is None or cost < 0:
         raise LocalLeadsInvalidArgumentError(
@@ -41,10 +35,8 @@ def parse_estimated_cost(value: object, *, task_id: str) -> int:
 
 
 def check_estimated_cost(value: object, *, task_id: str) -> None:
-    """At DAG-parse time, refuse a literal ``estimated_cost`` that is no cost (``-5``, ``1.5``, ``"12 credits"``)
-    as a ValueError, with the message it would fail with when the task runs. What Airflow renders or
-    resolves then (a template string, an object with ``template_fields`` such as CostFromHistory, an
-    XComArg) is checked then."""
+    """At DAG-parse time, refuse a literal ``estimated_cost`` with the message it would fail with at run
+    time; what Airflow renders or resolves (a template, CostFromHistory, an XComArg) is checked then."""
     if is_template(value) or hasattr(value, "template_fields") or hasattr(value, "resolve"):
         return
     try:
@@ -74,7 +66,6 @@ def parse_optional_count(
 
 
 def check_low_credits_hook(on_low_credits: object, warn_below: object, owner: str) -> None:
-    """Parse-time check: ``on_low_credits`` is a notifier or callable, and only given with ``warn_below``."""
     if on_low_credits is None:
         return
     if not callable(on_low_credits):

@@ -1,8 +1,5 @@
-"""The credit check itself: "does the balance cover this cost?", its words, and what happens if not.
-
-One wording for the operator, the sensor and LocalLeadsHook.require_credits, so a pre-flight task and
-the paid task that checks for itself fail with the same message.
-"""
+"""The credit check's words and outcome, one wording for the operator, the sensor and require_credits, so
+a pre-flight task and the paid task that checks for itself fail with the same message."""
 
 from __future__ import annotations
 
@@ -21,12 +18,10 @@ if TYPE_CHECKING:
 
 
 def with_forecast(text: str, forecast: CreditUsage | None) -> str:
-    """``text``, and when a forecast was read (``forecast_days``), how long the credits last at the recent rate."""
     return text if forecast is None else f"{text}; {forecast.summary()}"
 
 
 def timeout_message(cost: int | None, last: CreditBalance | None) -> str:
-    """What a timed-out wait says in every mode (the trigger's event; the sensor's poke/reschedule timeout)."""
     seen = f"last seen: {last.summary()}" if last is not None else "no balance could be read"
     return f"Timed out waiting for {'' if cost is None else f'{cost} '}LocalLeads credits ({seen})"
 
@@ -45,7 +40,6 @@ def shortfall_message(cost: int, balance: CreditBalance, forecast: CreditUsage |
 
 
 def insufficient_credits_message(cost: int, balance: CreditBalance, forecast: CreditUsage | None = None) -> str:
-    """The shortfall and what to do about it (InsufficientCreditsError's message)."""
     return (
         f"{shortfall_message(cost, balance, forecast)}. Top up, lower estimated_cost, wait for the reset, or use "
         "on_insufficient='skip' (or CreditsSensor) to skip/wait instead of failing"
@@ -53,8 +47,7 @@ def insufficient_credits_message(cost: int, balance: CreditBalance, forecast: Cr
 
 
 def required_cost(hook: LocalLeadsHook, cost: object, on_insufficient: object) -> int:
-    """require_credits' cost: the arguments checked before any request, then a CostFromHistory resolved
-    and its estimate logged through the hook's log, as the operator logs it."""
+    """require_credits' cost, its arguments checked before any request; an estimate is logged as the operator does."""
     check_on_insufficient(on_insufficient, owner="require_credits")
     if isinstance(cost, CostFromHistory):
         estimate = cost.estimate(hook)
@@ -70,7 +63,6 @@ def required_cost(hook: LocalLeadsHook, cost: object, on_insufficient: object) -
 
 
 def enforce_credits(balance: CreditBalance, cost: int, on_insufficient: str) -> None:
-    """Return if ``balance`` covers ``cost``; else fail without retrying (``"fail"``) or skip (``"skip"``)."""
     if balance.can_afford(cost):
         return
     if on_insufficient == "skip":

@@ -16,23 +16,20 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
 
 
 def emit_credit_gauges(conn_id: str, available: int, needed: int) -> None:
-    """Gauge available and needed credits per connection, e.g. ``localleads.available_credits.<conn>``."""
     _send("localleads.available_credits", conn_id, available)
     _send("localleads.needed_credits", conn_id, needed)
 
 
 def emit_low_credits(conn_id: str) -> None:
-    """Count a low-credit warning (``warn_below``) per connection: ``localleads.low_credits.<conn>``."""
     _send("localleads.low_credits", conn_id)
 
 
 def count_watcher_error(conn_id: str) -> None:
-    """Count a credit watcher's failed poll, ``localleads.watcher_errors.<conn>``: it has no task to fail."""
+    # A watcher has no task to fail: this metric is what to alert on.
     _send("localleads.watcher_errors", conn_id)
 
 
 def _send(metric: str, conn_id: str, gauge: int | None = None) -> None:
-    """``Stats.gauge`` of ``<metric>.<conn>`` to ``gauge``, or ``Stats.incr`` without one."""
     name = f"{metric}.{_UNSAFE.sub('_', conn_id)}"
     try:
         if gauge is None:

@@ -1,8 +1,5 @@
-"""What CheckCreditsOperator and CreditsSensor do around the credit check: the estimate, the forecast,
-the low-credit warning, in one place so the two tasks log, push and notify the same way.
-
-Each function takes the running task (for its log, id and connection) and the task's context (for XCom).
-"""
+"""What CheckCreditsOperator and CreditsSensor do around the credit check (estimate, forecast, low-credit
+warning), in one place so the two tasks log, push and notify the same way."""
 
 from __future__ import annotations
 
@@ -22,35 +19,25 @@ if TYPE_CHECKING:
 
 
 def resolve_task_cost(task: Any, hook: LocalLeadsHook, context: Any) -> int:
-    """The task's ``estimated_cost`` as a number; a CostFromHistory estimate is logged and pushed first."""
     cost, estimate = resolve_cost(task.estimated_cost, hook, task.task_id)  # a bad number: no request
     if estimate is not None:
-        report_estimate(task, context, estimate.to_dict())
+        task.log.info("Estimated cost: %s", estimate.describe())
+        context["ti"].xcom_push(key="estimate", value=estimate.to_dict())
     return cost
-
-
-def report_estimate(task: Any, context: Any, estimate: dict[str, Any]) -> None:
-    """Log what the estimate rests on and push it as XCom ``estimate`` (``CostEstimate.to_dict()``)."""
-    task.log.info("Estimated cost: %s", estimate["description"])
-    context["ti"].xcom_push(key="estimate", value=estimate)
 
 
 def read_forecast(
     task: Any, hook: LocalLeadsHook, context: Any, days: int | None, balance: CreditBalance | None = None
 ) -> CreditUsage | None:
-    """The usage over the last ``days`` days (None when ``forecast_days`` is off), pushed as XCom ``forecast``.
-
-    With ``balance`` (just read for the check) only the history is read; without, the balance too.
-    The forecast is information: if it cannot be read, the check's outcome stands and a warning says
-    why, rather than failing (or, for the sensor, prolonging) a check that has already been answered.
-    """
+    """The usage over the last ``days`` days (None when off), pushed as XCom ``forecast``; the balance is read
+    only when not given. The forecast is information: if it cannot be read, a warning says why rather
+    than failing (or, for the sensor, prolonging) a check that has already been answered."""
     if days is None:
         return None
     try:
         if balance is None:
-            usage = hook.get_usage(days)
-        else:
-            usage = summarize_usage(balance, hook.iter_transactions(), days, utc_moment(None))
+            balance = hook.get_balance()
+        usage = summarize_usage(balance, hook.iter_transactions(), days, utc_moment(None))
     except LocalLeadsError as err:
         task.log.warning("LocalLeads usage forecast unavailable (the credit check stands): %s", err)
         return None
@@ -63,10 +50,8 @@ def notify_low_credits(
 ) -> None:
     """Warn (log and metric) when ``available - cost < warn_below``, and call ``on_low_credits`` once.
 
-    A notifier gets the task context plus ``localleads_balance`` and ``localleads_low_credits`` for its
-    templates, and renders a copy, so the DAG's notifier keeps its templates for the next run. Any
-    other callable gets the ``CreditBalance``. A failing callback is logged and does not fail the
-    task: the warning is about credits, and the check itself has its answer.
+    A notifier renders a copy, so the DAG's notifier keeps its templates for the next run. A failing
+    callback is logged and does not fail the task: the check itself has its answer.
     """
     remaining = balance.available_credits - cost
     if remaining >= warn_below:

@@ -1,10 +1,7 @@
 """The recent end of the credit history: deductions back to a date, and the spending rate they give.
 
-Both readers (:class:`~airflow_provider_localleads.estimates.CostFromHistory` and
-:meth:`LocalLeadsHook.get_usage <airflow_provider_localleads.hooks.localleads.LocalLeadsHook.get_usage>`)
-walk the newest-first listing and stop at the first transaction older than their window, so a paging
-iterator reads only the pages the window needs. Transactions *newer* than "now" (the API's clock ahead
-of the worker's) are inside the window: they are the most recent activity, not the future.
+Transactions *newer* than "now" (the API's clock ahead of the worker's) are inside the window: they are
+the most recent activity, not the future.
 """
 
 from __future__ import annotations
@@ -37,10 +34,8 @@ def validate_days(days: object) -> int:
 
 
 def recent_deductions(transactions: Iterable[CreditTransaction], since: datetime) -> Iterator[CreditTransaction]:
-    """The ``DEDUCTION`` transactions of a newest-first history created at or after ``since``.
-
-    Stops at the first transaction (of any type) older than ``since``: nothing older is read.
-    """
+    """The ``DEDUCTION``s of a newest-first history created at or after ``since``; stops at the first older
+    transaction of any type, so a paging iterator reads only the pages the window needs."""
     for txn in transactions:
         if txn.created_at < since:
             return

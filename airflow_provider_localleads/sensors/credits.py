@@ -31,34 +31,21 @@ DEFAULT_POKE_INTERVAL = 300.0
 
 
 class CreditsSensor(BaseSensorOperator):
-    """Wait until ``available_credits >= estimated_cost``; return the balance dict as XCom.
+    """Wait until ``available_credits >= estimated_cost``; return the balance dict as XCom (docs/sensor.md).
 
     Credits change slowly (spending, top-ups, the monthly reset), so the default ``poke_interval``
-    is 300 s: polling every few seconds only burns the API's rate limit. Transient API errors
-    (after the hook's own retries) are logged and the sensor keeps waiting; a wrong API key or an
-    answer we cannot understand fails the task at once.
-
-    Every mode runs Airflow's ``BaseSensorOperator.execute``, so ``soft_fail``, ``never_fail``,
-    ``silent_fail`` and ``timeout`` end a run as Airflow defines them. With ``deferrable=True``
-    (default: ``[operators] default_deferrable``) a poke that finds too few credits defers to the
-    triggerer (:class:`CreditsTrigger`, no worker slot held) for what is left of ``timeout``; after the
-    wait, Airflow's ``resume_execution`` maps the trigger's error or timeout (``never_fail`` there only
-    from Airflow 3.1; ``soft_fail`` on every line). The trigger polls every
-    ``poke_interval`` without ``exponential_backoff``: all triggers on one connection and interval
-    share one poll, which needs a fixed interval.
-
-    A :class:`~airflow_provider_localleads.estimates.CostFromHistory` cost is resolved, logged and pushed
-    (XCom ``estimate``) at the first poke of each run of the task: once per try in poke mode, before
-    deferring (``execute_complete`` logs it again from the XCom, which a deferral keeps), at every poke
-    in reschedule mode. A transient error while resolving it keeps the sensor waiting, except in
-    deferrable mode: there is no number to defer with. ``forecast_days`` reads the usage once, for the
-    final result, never while waiting (after a deferred wait: on the worker, in ``execute_complete``).
+    is 300 s: polling every few seconds only burns the API's rate limit. Every mode runs Airflow's
+    ``BaseSensorOperator.execute`` (deferred: ``resume_execution``, which maps ``never_fail`` only from
+    Airflow 3.1), so ``soft_fail``, ``never_fail``, ``silent_fail`` and ``timeout`` end a run as Airflow
+    defines them. The trigger polls every ``poke_interval`` without ``exponential_backoff``: all triggers
+    on one connection and interval share one poll, which needs a fixed interval.
 
     :param estimated_cost: credits needed (templated; must render to a whole number >= 0), or a
         ``CostFromHistory``.
     :param localleads_conn_id: Airflow connection of type ``localleads`` (templated).
     :param deferrable: wait in the triggerer instead of on a worker.
-    :param forecast_days: None (off) or the forecast's window in days, >= 1 (templated).
+    :param forecast_days: None (off) or the forecast's window in days, >= 1 (templated); read once, for
+        the final result, never while waiting.
     """
 
     template_fields: Sequence[str] = ("estimated_cost", "localleads_conn_id", "forecast_days")
@@ -81,8 +68,7 @@ class CreditsSensor(BaseSensorOperator):
         self.localleads_conn_id = localleads_conn_id
         self.deferrable = deferrable
         self.forecast_days = forecast_days
-        #: This run of the task (reset by every execute()): when it started, the cost it resolved, and
-        #: the last balance a poke read (for the timeout message).
+        # This run of the task (reset by every execute()); the last balance is for the timeout message.
         self._started = 0.0
         self._resolved: int | None = None
         self._last_seen: CreditBalance | None = None
@@ -91,13 +77,12 @@ class CreditsSensor(BaseSensorOperator):
         return parse_optional_count(self.forecast_days, field="forecast_days", minimum=1, task_id=self.task_id)
 
     def _cost(self, hook: LocalLeadsHook, context: Context) -> int:
-        """This run's cost, resolved (and a CostFromHistory estimate logged and pushed) at its first poke."""
+        """This run's cost, resolved at its first poke (once per try in poke mode, every poke in reschedule)."""
         if self._resolved is None:
             self._resolved = resolve_task_cost(self, hook, context)  # a bad number: no request
         return self._resolved
 
     def execute(self, context: Context) -> Any:
-        """Airflow's sensor loop (end states, timeout, reschedule); a timeout also says what was last seen."""
         self._started, self._resolved, self._last_seen = time.monotonic(), None, None
         try:
             return super().execute(context)
@@ -129,14 +114,13 @@ class CreditsSensor(BaseSensorOperator):
         return self._not_done()
 
     def _not_done(self) -> PokeReturnValue:
-        """Not yet: poke again (poke and reschedule mode), or wait in the triggerer (deferrable)."""
         if self.deferrable and self._resolved is not None:
             self._defer(self._resolved)
         return PokeReturnValue(is_done=False)
 
     def _defer(self, cost: int) -> None:
-        """Hand what is left of ``timeout`` to the trigger. ``defer`` raises TaskDeferred, a BaseException,
-        so Airflow's loop (which maps ``Exception``s to end states) passes it through."""
+        """``defer`` raises TaskDeferred, a BaseException, so Airflow's loop (which maps ``Exception``s to end
+        states) passes it through."""
         from airflow_provider_localleads.triggers.credits import CreditsTrigger
 
         left = max(0.0, seconds(self.timeout) - (time.monotonic() - self._started))
@@ -154,8 +138,8 @@ class CreditsSensor(BaseSensorOperator):
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Resume after the trigger fired. Its error or timeout is raised for Airflow's ``resume_execution``
-        to map (soft_fail, never_fail); anything but a well-formed event fails (never a silent pass)."""
+        """The trigger's error or timeout is raised for Airflow's ``resume_execution`` to map; anything but a
+        well-formed event fails (never a silent pass)."""
         if isinstance(self.estimated_cost, CostFromHistory):
             self._repeat_estimate(context)
         status = event.get("status") if isinstance(event, dict) else None
@@ -177,8 +161,8 @@ class CreditsSensor(BaseSensorOperator):
         )
 
     def _repeat_estimate(self, context: Context) -> None:
-        """Log the estimate the wait was for, as pushed before deferring (a deferral keeps the task's
-        XComs on every line; the defer kwargs would not do: ``dag.test()`` drops them on resume)."""
+        """Log the estimate the wait was for from XCom (a deferral keeps XComs on every line; the defer kwargs
+        would not do: ``dag.test()`` drops them on resume)."""
         ti = context["ti"]
         estimate = ti.xcom_pull(task_ids=self.task_id, key="estimate", map_indexes=ti.map_index)
         if isinstance(estimate, dict) and "description" in estimate:
@@ -187,7 +171,6 @@ class CreditsSensor(BaseSensorOperator):
             self.log.warning("The estimate this sensor waited for is not in XCom 'estimate' any more")
 
     def _complete_forecast(self, context: Context) -> None:
-        """After a deferred wait: the forecast, read on the worker (``get_usage``), logged on its own line."""
         days = self._forecast_days()
         if days is None:
             return

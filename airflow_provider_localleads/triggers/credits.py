@@ -1,9 +1,6 @@
 """CreditsTrigger: waits in the triggerer until the balance covers a cost (CreditsSensor, deferrable).
 
-Fully asynchronous (``asyncio.sleep``, httpx, an asynchronous connection look-up), so one triggerer
-can hold thousands of these; and every trigger on one connection and interval shares one balance
-poll (:mod:`.poll`), each deciding on its own threshold in ``filter_shared_stream``. Only the
-connection id and numbers are serialized (stored in the metadata database): never the API key.
+Only the connection id and numbers are serialized (stored in the metadata database): never the API key.
 """
 
 from __future__ import annotations
@@ -17,7 +14,7 @@ from airflow.triggers.base import TriggerEvent
 
 from airflow_provider_localleads.exceptions import LocalLeadsError
 from airflow_provider_localleads.models import CreditBalance
-from airflow_provider_localleads.planning.check import enough_message, timeout_message
+from airflow_provider_localleads.planning.check import enough_message, timeout_message, waiting_message
 from airflow_provider_localleads.triggers.poll import FIRST_POLL_IMPORTS, HOOK_MODULE, BalancePollTrigger
 
 __all__ = ["CLASSPATH", "FIRST_POLL_IMPORTS", "HOOK_MODULE", "CreditsTrigger"]
@@ -26,19 +23,12 @@ CLASSPATH = "airflow_provider_localleads.triggers.credits.CreditsTrigger"
 
 
 class CreditsTrigger(BalancePollTrigger):
-    """Fire when ``available_credits >= estimated_cost``, on an error that waiting cannot fix, or at ``end_at``.
-
-    Events (``TriggerEvent.payload``):
+    """Fire when ``available_credits >= estimated_cost``, on an error that waiting cannot fix, or at ``end_at``:
 
     * ``{"status": "success", "balance": {...}, "estimated_cost": n, "message": "Enough LocalLeads credits: ..."}``
     * ``{"status": "error", "error_type": "LocalLeadsAuthenticationError", "message": "...", ...}``
     * ``{"status": "timeout", "message": "...", "balance": {...} | None, "estimated_cost": n}``
 
-    Transient API errors (rate limits, 5xx, network) are logged and polling goes on.
-
-    :param estimated_cost: credits needed (a whole number >= 0).
-    :param localleads_conn_id: Airflow connection of type ``localleads``.
-    :param poll_interval: seconds between balance reads.
     :param end_at: UNIX time after which the trigger gives up with a ``timeout`` event (None: never).
     """
 
@@ -68,17 +58,13 @@ class CreditsTrigger(BalancePollTrigger):
             },
         )
 
-    # ------------------------------------------------------------------ filtering the shared poll
-
     async def filter_shared_stream(self, stream: AsyncIterator[Any]) -> AsyncIterator[TriggerEvent]:
-        """Turn the group's raw balances/errors into this trigger's single event.
+        """This trigger's single event from the group's raw balances/errors.
 
-        Built for a thousand subscribers of one poll, all woken in the same turn of the triggerer's
-        event loop: the common case (still not enough, nothing new to say) is one comparison; a
-        trigger that has something to log or fires first sleeps a short, trigger-specific moment
-        (:attr:`spread`) so those thousand log lines and events are spread over many turns
-        instead of stalling the loop in one. One deadline timer per trigger (not per raw event)
-        enforces ``end_at`` even while the shared stream is quiet.
+        A thousand subscribers of one poll wake in the same turn of the event loop: the common case is one
+        comparison, and a trigger that logs or fires first sleeps its own short :attr:`spread`, so their
+        log lines and events are spread over many turns instead of stalling the loop in one. One deadline
+        timer per trigger (not per raw event) enforces ``end_at`` even while the shared stream is quiet.
         """
         if self.end_at is not None and self.end_at <= time.time():
             yield self._timeout_event(None)  # already due: not even one read of the stream
@@ -95,34 +81,29 @@ class CreditsTrigger(BalancePollTrigger):
                     if isinstance(raw, CreditBalance):
                         last = raw
                     event = await self._on_raw_event(raw)
-        except TimeoutError as err:
-            if deadline.expired():
-                event = self._timeout_event(last)
-            else:
-                event = self._error_event(type(err).__name__, f"The LocalLeads balance poll failed: {err}", False)
         except StopAsyncIteration:
             event = self._error_event("LocalLeadsError", "The LocalLeads balance poll ended unexpectedly", True)
         except Exception as err:  # noqa: BLE001 - the group's poll died: every waiter gets an error event
-            error_type = err.error_type if isinstance(err, LocalLeadsError) else type(err).__name__
-            event = self._error_event(error_type, f"The LocalLeads balance poll failed: {err}", False)
+            if isinstance(err, TimeoutError) and deadline.expired():
+                event = self._timeout_event(last)
+            else:
+                error_type = err.error_type if isinstance(err, LocalLeadsError) else type(err).__name__
+                event = self._error_event(error_type, f"The LocalLeads balance poll failed: {err}", False)
         yield event
 
-    #: Seconds over which the triggers of one group spread their work after a poll (see ``spread``).
-    #: Firing costs ~0.1-0.15 ms of CPU per trigger (an event and a log line): 1,000 triggers spread
-    #: over 0.1 s were more work than time, so turns of the loop bunched up (30-70 ms of lag); over
-    #: up to 1 s, each turn holds a few triggers' work. A trigger fires at most this much later.
+    #: Seconds over which one group's triggers spread their work after a poll. Firing costs ~0.1-0.15 ms of
+    #: CPU per trigger: 1,000 spread over 0.1 s bunched the loop's turns up (30-70 ms of lag); over up to
+    #: 1 s each turn holds a few triggers' work. A trigger fires at most this much later.
     MAX_SPREAD = 1.0
-    #: A trigger repeats an unchanged "waiting" or "poll failed" line at most this often (seconds).
+    #: Seconds before an unchanged "waiting" or "poll failed" line is repeated.
     REPEAT_LOG_AFTER = 3600.0
 
     @property
     def spread(self) -> float:
-        """This trigger's delay before logging or firing: a fixed fraction of the spread window."""
         window = min(self.MAX_SPREAD, self.poll_interval / 2)
         return (hash((id(self), self.estimated_cost)) % 1024) / 1024 * window
 
     async def _on_raw_event(self, raw: Any) -> TriggerEvent | None:
-        """This trigger's event for one raw event of the poll, or None to keep waiting."""
         if isinstance(raw, CreditBalance):
             if raw.can_afford(self.estimated_cost):
                 await asyncio.sleep(self.spread)
@@ -131,12 +112,8 @@ class CreditsTrigger(BalancePollTrigger):
                 return self._event("success", balance=raw.to_dict(), message=message)
             if self._should_log(("waiting", raw.available_credits, raw.last_reset_at)):
                 await asyncio.sleep(self.spread)
-                self.log.info(
-                    "Waiting for LocalLeads credits: needs %d, %s; checking every %g s",
-                    self.estimated_cost,
-                    raw.summary(),
-                    self.poll_interval,
-                )
+                waiting = waiting_message(self.estimated_cost, raw)
+                self.log.info("%s; checking every %g s", waiting, self.poll_interval)
             return None
         # The hook's own retry decision: transient means keep waiting. (client.retry came with the hook
         # module, imported off the loop before the first poll, so this import is a dictionary look-up.)
@@ -152,15 +129,12 @@ class CreditsTrigger(BalancePollTrigger):
         return self._error_event("LocalLeadsError", f"Unexpected raw event {type(raw).__name__}", False)
 
     def _should_log(self, what: tuple[Any, ...]) -> bool:
-        """Log a state the first time, when it changes, and again after REPEAT_LOG_AFTER."""
         now = time.monotonic()
         last_what, last_at = self._last_logged
         if what == last_what and now - last_at < self.REPEAT_LOG_AFTER:
             return False
         self._last_logged = (what, now)
         return True
-
-    # ------------------------------------------------------------------ events
 
     def _event(self, status: str, **payload: Any) -> TriggerEvent:
         return TriggerEvent({"status": status, **payload, "estimated_cost": self.estimated_cost})

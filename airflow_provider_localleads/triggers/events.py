@@ -1,16 +1,9 @@
 """Credit watchers for event-driven scheduling (Airflow 3): ``AssetWatcher(name=..., trigger=...)``.
 
-**Edge, never level.** A REST balance cannot be consumed like a queue message, and a watcher runs
-forever (Airflow drops a watcher trigger that returns and creates it again, which would fire a level
-condition over and over). So these watchers never return: they remember what they last saw and fire
-only on a change; the first observation after a start is the baseline. Where the last observation
-lives across a triggerer restart: :mod:`.watch_state`.
-
-**Errors never end a watcher**, which has no task to fail: transient API errors are logged; any other
-(a wrong key above all) is logged at ERROR on every poll and counted (``localleads.watcher_errors.<conn>``);
-a poll that dies (e.g. the connection does not exist) is logged and replaced an interval later.
-Watchers and ``CreditsTrigger``s on one connection and interval share one balance poll (:mod:`.poll`).
-Only the connection id, numbers and the direction are serialized: never the API key.
+Edge, never level: a REST balance cannot be consumed like a queue message, and Airflow re-creates a
+watcher trigger that returns (a level condition would fire over and over). So these watchers never
+return, and fire only on a change from what they last saw (:mod:`.watch_state`). Errors never end a
+watcher, which has no task to fail (docs/watchers.md).
 """
 
 from __future__ import annotations
@@ -32,36 +25,16 @@ from airflow_provider_localleads.triggers.watch_state import WatchState
 
 __all__ = ["ASSET_WATCHERS_AVAILABLE", "DIRECTIONS", "CreditsResetTrigger", "CreditsThresholdTrigger"]
 
-#: Whether this Airflow can run the watchers (3.0+: ``AssetWatcher``). DAG files that should also load
-#: on Airflow 2 define their watched DAGs only when it is true.
+#: DAG files that should also load on Airflow 2 define their watched DAGs only when this is true.
 ASSET_WATCHERS_AVAILABLE = AIRFLOW_V_3_0_PLUS
 
 MODULE = "airflow_provider_localleads.triggers.events"
 DIRECTIONS = ("above", "below")
 
 
-def _poll_interval(value: object, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise LocalLeadsInvalidArgumentError(
-            f"{what}: poll_interval must be a positive number of seconds (e.g. 300), got {value!r}"
-        )
-    return float(value)
-
-
-def _conn_id(value: object, what: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise LocalLeadsInvalidArgumentError(
-            f"{what}: localleads_conn_id must be a connection id such as 'localleads_default', got {value!r}"
-        )
-    return value
-
-
 class _CreditsWatcher(BalancePollTrigger):
-    """What both watchers share: validation, the state, the loop over the shared poll, error handling.
-
-    A subclass names its ``kind`` and implements :meth:`_observe` (the new state, and the event if
-    this observation is an edge) and :meth:`_describe` (a state, for log lines).
-    """
+    """What both watchers share; a subclass names its ``kind`` and implements :meth:`_observe` (the new state,
+    and the event if this observation is an edge) and :meth:`_describe` (a state, for log lines)."""
 
     kind: ClassVar[str]
     restarts_dead_poll = True
@@ -70,8 +43,17 @@ class _CreditsWatcher(BalancePollTrigger):
         what = type(self).__name__
         require_asset_watchers(what)
         super().__init__()
-        self.localleads_conn_id = _conn_id(localleads_conn_id, what)
-        self.poll_interval = _poll_interval(poll_interval, what)
+        if not isinstance(localleads_conn_id, str) or not localleads_conn_id:
+            raise LocalLeadsInvalidArgumentError(
+                f"{what}: localleads_conn_id must be a connection id such as 'localleads_default', "
+                f"got {localleads_conn_id!r}"
+            )
+        if isinstance(poll_interval, bool) or not isinstance(poll_interval, int | float) or not poll_interval > 0:
+            raise LocalLeadsInvalidArgumentError(
+                f"{what}: poll_interval must be a positive number of seconds (e.g. 300), got {poll_interval!r}"
+            )
+        self.localleads_conn_id = localleads_conn_id
+        self.poll_interval = float(poll_interval)
         self._state: WatchState | None = None
 
     def _config(self) -> dict[str, Any]:
@@ -82,7 +64,7 @@ class _CreditsWatcher(BalancePollTrigger):
 
     @property
     def state_key(self) -> str:
-        """This watcher's key in the asset state store: its configuration, minus the poll interval."""
+        # Its configuration minus the poll interval: a changed interval keeps the observation.
         return f"localleads.{self.kind}.{self.localleads_conn_id}"
 
     @property
@@ -91,10 +73,7 @@ class _CreditsWatcher(BalancePollTrigger):
             self._state = WatchState(self.state_key, getattr(self, "asset_state_store", None), self.log)
         return self._state
 
-    # ------------------------------------------------------------------ the loop
-
     async def filter_shared_stream(self, stream: AsyncIterator[Any]) -> AsyncIterator[TriggerEvent]:
-        """Turn the shared poll into this watcher's events, forever (never returns on its own)."""
         state = self.state
         stored = await state.load()
         if stored is not None:
@@ -121,7 +100,7 @@ class _CreditsWatcher(BalancePollTrigger):
         previous = state.value
         current, payload = self._observe(previous, balance)
         if previous is None:
-            where = "asset state store" if state.persistent else "memory only; a restart takes a new baseline"
+            where = "asset state store" if state.store is not None else "memory only; a restart takes a new baseline"
             self.log.info("%s: baseline %s (%s); %s", self._name, self._describe(current), where, balance.summary())
         if current != previous:
             # Stored before the event leaves: a restart right after never fires it again.
@@ -156,8 +135,6 @@ class _CreditsWatcher(BalancePollTrigger):
     def _name(self) -> str:
         return f"LocalLeads {self.kind} watcher ({self.localleads_conn_id})"
 
-    # ------------------------------------------------------------------ per watcher
-
     def _observe(
         self, previous: dict[str, Any] | None, balance: CreditBalance
     ) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -168,15 +145,9 @@ class _CreditsWatcher(BalancePollTrigger):
 
 
 class CreditsResetTrigger(_CreditsWatcher):
-    """One event per new ``lastResetAt``: the monthly credits reset.
-
-    ``AssetWatcher(name="localleads_reset", trigger=CreditsResetTrigger())``. Payload:
-    ``{"event": "reset", "balance": {...}}``. A ``lastResetAt`` older than one already seen (the API
-    going backwards) is logged and fires nothing.
-
-    :param localleads_conn_id: Airflow connection of type ``localleads``.
-    :param poll_interval: seconds between balance reads (shared with every trigger on the connection
-        and interval).
+    """One event per new ``lastResetAt`` (the monthly credits reset), payload ``{"event": "reset", "balance":
+    {...}}``. A ``lastResetAt`` older than one already seen (the API going backwards) fires nothing.
+    Arguments: docs/watchers.md.
     """
 
     kind = "reset"
@@ -209,17 +180,9 @@ class CreditsResetTrigger(_CreditsWatcher):
 
 
 class CreditsThresholdTrigger(_CreditsWatcher):
-    """One event each time ``available_credits`` crosses ``threshold`` in ``direction``.
-
-    ``"above"``: from below to >= ``threshold`` (e.g. "resume the backlog once credits are back above
-    500"); ``"below"``: from >= ``threshold`` to below (e.g. "alert when credits fall below 100").
-    Staying on one side fires nothing; flapping around the threshold fires once per crossing in the
-    direction. Payload: ``{"event": direction, "balance": {...}, "threshold": n}``.
-
-    :param threshold: credits (a whole number >= 0).
-    :param direction: ``"above"`` or ``"below"``.
-    :param localleads_conn_id: Airflow connection of type ``localleads``.
-    :param poll_interval: seconds between balance reads.
+    """One event each time ``available_credits`` crosses ``threshold`` in ``direction`` (``"above"``: from
+    below to >= ``threshold``), payload ``{"event": direction, "balance": {...}, "threshold": n}``.
+    Arguments: docs/watchers.md.
     """
 
     kind = "threshold"
@@ -233,7 +196,13 @@ class CreditsThresholdTrigger(_CreditsWatcher):
         poll_interval: float = 300.0,
     ) -> None:
         super().__init__(localleads_conn_id=localleads_conn_id, poll_interval=poll_interval)
-        self.threshold = _threshold(threshold)
+        number = whole_number(threshold)
+        if number is None or number < 0:
+            raise LocalLeadsInvalidArgumentError(
+                f"CreditsThresholdTrigger: threshold must be a non-negative whole number of credits (e.g. 100), "
+                f"got {threshold!r} ({type(threshold).__name__})"
+            )
+        self.threshold = number
         if direction not in DIRECTIONS:
             raise LocalLeadsInvalidArgumentError(
                 f"CreditsThresholdTrigger: direction must be 'above' or 'below', got {direction!r}"
@@ -269,16 +238,6 @@ class CreditsThresholdTrigger(_CreditsWatcher):
             return "nothing"
         relation = ">=" if state.get("side") == "above" else "<"
         return f"{state.get('available_credits')} available ({relation} {self.threshold})"
-
-
-def _threshold(value: object) -> int:
-    number = whole_number(value)
-    if number is None or number < 0:
-        raise LocalLeadsInvalidArgumentError(
-            f"CreditsThresholdTrigger: threshold must be a non-negative whole number of credits (e.g. 100), "
-            f"got {value!r} ({type(value).__name__})"
-        )
-    return number
 
 
 def _timestamp(value: object) -> pendulum.DateTime | None:

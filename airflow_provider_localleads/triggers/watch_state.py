@@ -1,15 +1,8 @@
-"""Where a credit watcher keeps its last observation: the asset state store (3.3+) or memory.
+"""Where a credit watcher keeps its last observation: Airflow 3.3's ``asset_state_store`` (so a triggerer
+restart resumes from what was last seen), or memory (before 3.3, ``dag.test()``, unit tests).
 
-Airflow 3.3's triggerer gives a watcher trigger ``asset_state_store`` (an ``AssetStateStoreAccessors``
-over the assets it watches, persisted in the metadata database), so a triggerer restart resumes from
-what was last seen. Before 3.3, under ``dag.test()`` and in plain unit tests there is none: the
-observation lives in the trigger object only.
-
-Only the store's public ``aget``/``aset`` are used; they address the watched asset when there is exactly
-one. Watchers with identical kwargs share one trigger row, which may then watch several assets; the
-trigger knows none of their names, so the store cannot say which to use (``ValueError``): the watcher
-then keeps its observation in memory, as before 3.3, and says so once. A store that fails otherwise
-never stops the watcher either: it logs and carries on from memory.
+The store's public ``aget``/``aset`` address the watched asset only when there is exactly one; identical
+watchers on several assets share one trigger, which knows none of their names, so those stay in memory.
 """
 
 from __future__ import annotations
@@ -27,12 +20,8 @@ class WatchState:
         self.value: dict[str, Any] | None = None
         self.loaded = False
 
-    @property
-    def persistent(self) -> bool:
-        return self.store is not None
-
     async def load(self) -> dict[str, Any] | None:
-        """The stored observation (once per trigger object; afterwards the one in memory)."""
+        """The stored observation, read once per trigger object."""
         if self.loaded:
             return self.value
         self.loaded = True
@@ -45,10 +34,7 @@ class WatchState:
         return None
 
     async def save(self, value: dict[str, Any]) -> None:
-        """Keep ``value`` in the store, when there is one, and then in memory.
-
-        Memory last: whoever sees the new value (a test waiting for a baseline) sees it stored too.
-        """
+        """Memory last: whoever sees the new value (a test waiting for a baseline) sees it stored too."""
         await self._call("write", "aset", value)
         self.value = value
 
