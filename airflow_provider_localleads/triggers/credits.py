@@ -15,9 +15,9 @@ from airflow.triggers.base import TriggerEvent
 from airflow_provider_localleads.exceptions import LocalLeadsError
 from airflow_provider_localleads.models import CreditBalance
 from airflow_provider_localleads.planning.check import enough_message, timeout_message, waiting_message
-from airflow_provider_localleads.triggers.poll import FIRST_POLL_IMPORTS, HOOK_MODULE, BalancePollTrigger
+from airflow_provider_localleads.triggers.poll import BalancePollTrigger
 
-__all__ = ["CLASSPATH", "FIRST_POLL_IMPORTS", "HOOK_MODULE", "CreditsTrigger"]
+__all__ = ["CLASSPATH", "CreditsTrigger"]
 
 CLASSPATH = "airflow_provider_localleads.triggers.credits.CreditsTrigger"
 

@@ -32,7 +32,7 @@ from airflow_provider_localleads.exceptions import (
 )
 from airflow_provider_localleads.models import CreditBalance
 from airflow_provider_localleads.sandbox import BALANCE_PATH, SandboxServer
-from airflow_provider_localleads.triggers import credits
+from airflow_provider_localleads.triggers import poll
 from airflow_provider_localleads.triggers.credits import CreditsTrigger
 
 pytestmark = pytest.mark.timeout(60)
@@ -433,7 +433,7 @@ _FIRST_POLL_SCRIPT = textwrap.dedent(
 def test_the_first_poll_imports_the_hook_module_off_the_event_loop(sandbox):
     """In a fresh interpreter (as a triggerer starts): importing the trigger class loads none of the
     first poll's heavy modules, and the first poll imports each of them in a thread, never on the loop."""
-    watched = [*credits.FIRST_POLL_IMPORTS, "requests", "urllib3"]
+    watched = [*poll.FIRST_POLL_IMPORTS, "requests", "urllib3"]
     env = {**os.environ, CONN_ENV: sandbox.connection_json()}
 
     out = subprocess.run(
@@ -451,6 +451,6 @@ def test_the_first_poll_imports_the_hook_module_off_the_event_loop(sandbox):
     assert sandbox.request_count(BALANCE_PATH) == 1
     assert result["loaded_by_class"] == []  # the trigger module's own imports stay light
     first_poll = {m: where for m, where in result["executed"].items() if m not in result["preloaded"]}
-    assert credits.HOOK_MODULE in first_poll
+    assert poll.HOOK_MODULE in first_poll
     assert {m: where for m, where in first_poll.items() if where[1] or where[0] == "MainThread"} == {}
-    assert set(first_poll) >= {credits.HOOK_MODULE} | {"requests", "urllib3"} - set(result["preloaded"])
+    assert set(first_poll) >= {poll.HOOK_MODULE} | {"requests", "urllib3"} - set(result["preloaded"])
