@@ -5,16 +5,16 @@ insert while a listing pages pushes the rest down, a deletion pulls it up. So no
 cursor holds the ``createdAt`` of the last transaction yielded and the ids yielded at exactly that
 time (ties): everything newer, and those ties, is *done*. A page is believed only if it *anchors*:
 read at offset 0, or starting with a transaction strictly newer than the cursor (or, once the ties no
-longer fit in one page, with one of them). Each later page is read from the last anchoring
-transaction; a page that does not anchor, or shows nothing new, sends the listing looking for its
-place again (:class:`_Search`) before it yields more.
+longer fit in one page, with one of them: only then must the API keep the order of ties stable).
+Each later page is read from the last anchoring transaction; a page that does not anchor, or shows
+nothing new, sends the listing looking for its place again (:class:`_Search`) before it yields more.
 
 Promised while the history changes: nothing is yielded twice and ``createdAt`` never increases; a
 transaction present throughout is yielded exactly once; one deleted or added meanwhile at most once
 (never if added newer than the last one yielded). If the place cannot be found again within
 ``_MAX_RELOCATIONS`` reads, a LocalLeadsResponseError says so. ``meta.total`` is only a hint: it
-ends the listing when it matches a page exactly, and guides and bounds the search. Request counts:
-docs/performance.md.
+ends the listing when it matches a page exactly (so a total too small that agrees with a full page
+ends it early), and guides and bounds the search. Request counts: docs/performance.md.
 """
 
 from __future__ import annotations
