@@ -80,9 +80,8 @@ def send(session: requests.Session, settings: ConnectionSettings, path: str, par
     """One synchronous GET within ``budget`` seconds of wall clock, save a head dripped byte by byte."""
     budget = min(budget, settings.connect_timeout + settings.read_timeout)
     ends = time.monotonic() + budget
-    progress = _Progress()
     with (
-        _mapped_errors(settings, path, budget, progress, where="this worker"),
+        _mapped_errors(settings, path, budget, where="this worker") as progress,
         session.get(
             settings.base_url + path,
             params=params,
@@ -104,8 +103,7 @@ async def asend(
 
     budget = min(budget, settings.connect_timeout + settings.read_timeout)
     timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
-    progress = _Progress()
-    with _mapped_errors(settings, path, budget, progress, where="the triggerer"):
+    with _mapped_errors(settings, path, budget, where="the triggerer") as progress:
         async with asyncio.timeout(budget):
             request = client.build_request("GET", settings.base_url + path, params=params, timeout=timeout)
             request.headers["Authorization"] = f"Bearer {settings.api_key}"
@@ -232,11 +230,10 @@ def _classify(err: BaseException) -> str | None:
 
 
 @contextlib.contextmanager
-def _mapped_errors(
-    settings: ConnectionSettings, path: str, budget: float, progress: _Progress, *, where: str
-) -> Iterator[None]:
+def _mapped_errors(settings: ConnectionSettings, path: str, budget: float, *, where: str) -> Iterator[_Progress]:
+    progress = _Progress()
     try:
-        yield
+        yield progress
     except LocalLeadsError:
         raise
     except Exception as err:
