@@ -1,9 +1,7 @@
 """Apache Airflow provider for the LocalLeads Credits API.
 
-Importing this package must stay cheap: Airflow imports it (through the ``apache_airflow_provider``
-entry point) in every scheduler, worker, triggerer and DAG-processor process, so it holds only the
-version and the provider-info dictionary. Hooks, operators, sensors and triggers live in their own
-modules and are imported only by the DAGs that use them.
+Importing this package must stay cheap: Airflow imports it in every scheduler, worker, triggerer and
+DAG-processor process (the ``apache_airflow_provider`` entry point), so it holds only definitions.
 """
 
 from __future__ import annotations
@@ -46,8 +44,11 @@ CONN_FIELDS: dict[str, Any] = {
 }
 
 
+def _modules(*names: str) -> list[dict[str, Any]]:
+    return [{"integration-name": "LocalLeads", "python-modules": list(names)}]
+
+
 def get_provider_info() -> dict[str, Any]:
-    """Describe the provider to Airflow's ProvidersManager (the ``apache_airflow_provider`` entry point)."""
     return {
         "package-name": "airflow-provider-localleads",
         "name": "LocalLeads",
@@ -69,37 +70,16 @@ def get_provider_info() -> dict[str, Any]:
                 "conn-fields": CONN_FIELDS,
             }
         ],
-        "hooks": [
-            {
-                "integration-name": "LocalLeads",
-                "python-modules": ["airflow_provider_localleads.hooks.localleads"],
-            }
-        ],
-        "operators": [
-            {
-                "integration-name": "LocalLeads",
-                "python-modules": ["airflow_provider_localleads.operators.credits"],
-            }
-        ],
-        "sensors": [
-            {
-                "integration-name": "LocalLeads",
-                "python-modules": ["airflow_provider_localleads.sensors.credits"],
-            }
-        ],
+        "hooks": _modules("airflow_provider_localleads.hooks.localleads"),
+        "operators": _modules("airflow_provider_localleads.operators.credits"),
+        "sensors": _modules("airflow_provider_localleads.sensors.credits"),
         "plugins": [
             {
                 "name": "localleads_credits",
                 "plugin-class": "airflow_provider_localleads.ui.plugin.LocalLeadsCreditsPlugin",
             }
         ],
-        "triggers": [
-            {
-                "integration-name": "LocalLeads",
-                "python-modules": [
-                    "airflow_provider_localleads.triggers.credits",
-                    "airflow_provider_localleads.triggers.events",
-                ],
-            }
-        ],
+        "triggers": _modules(
+            "airflow_provider_localleads.triggers.credits", "airflow_provider_localleads.triggers.events"
+        ),
     }

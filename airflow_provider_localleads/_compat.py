@@ -1,9 +1,5 @@
-"""The few places where Airflow 2.11 and 3.x differ, kept in one module.
-
-Everything else imports Airflow names from ``airflow.providers.common.compat.sdk``, which resolves
-them on both lines (and connections in the triggerer from ``common.compat.connection``). What is
-left here differs in behaviour, not only in import path.
-"""
+"""The few places where Airflow 2.11 and 3.x differ in behaviour, not only in import path (those come
+from ``airflow.providers.common.compat``)."""
 
 from __future__ import annotations
 
@@ -49,7 +45,6 @@ def skip_downstream(operator: Any, context: Any, tasks: list[Any]) -> None:
 
 
 def require_asset_watchers(what: str) -> None:
-    """Refuse to build a credit watcher on Airflow 2, which has no ``AssetWatcher`` to run it."""
     if not AIRFLOW_V_3_0_PLUS:
         raise LocalLeadsConfigurationError(
             f"{what} needs Airflow 3 (event-driven scheduling with AssetWatcher); this is Airflow "
@@ -73,25 +68,20 @@ def connection_form_widgets() -> dict[str, Any]:
     from wtforms import BooleanField, IntegerField, StringField
     from wtforms.validators import NumberRange, Optional, Regexp
 
+    def text(name: str) -> dict[str, Any]:
+        return {"label": lazy_gettext(CONN_FIELDS[name]["label"]), "description": CONN_FIELDS[name]["description"]}
+
     return {
         # A StringField, not a DecimalField: Airflow 2.11 only accepts string, integer and boolean
         # extras (any other field type makes it drop the whole hook from the form and the CLI).
         # settings_from_connection parses the number and names the field if it is wrong.
         "timeout": StringField(
-            lazy_gettext(CONN_FIELDS["timeout"]["label"]),
             validators=[Optional(), Regexp(_SECONDS_PATTERN, message="Enter a number of seconds, e.g. 30")],
             widget=BS3TextFieldWidget(),
-            description=CONN_FIELDS["timeout"]["description"],
+            **text("timeout"),
         ),
         "max_retries": IntegerField(
-            lazy_gettext(CONN_FIELDS["max_retries"]["label"]),
-            validators=[Optional(), NumberRange(min=0, max=10)],
-            widget=BS3TextFieldWidget(),
-            description=CONN_FIELDS["max_retries"]["description"],
+            validators=[Optional(), NumberRange(min=0, max=10)], widget=BS3TextFieldWidget(), **text("max_retries")
         ),
-        "allow_insecure_http": BooleanField(
-            lazy_gettext(CONN_FIELDS["allow_insecure_http"]["label"]),
-            default=False,
-            description=CONN_FIELDS["allow_insecure_http"]["description"],
-        ),
+        "allow_insecure_http": BooleanField(default=False, **text("allow_insecure_http")),
     }

@@ -1,8 +1,6 @@
 """The errors this provider raises, one class per thing an operator on call can do something about.
 
-Every error says what to do next and carries the request path, HTTP status and request id when
-there were ones; none contains the API key (messages quote only redacted excerpts of the answer).
-``transient`` says whether waiting and asking again may help (the sensor and trigger keep waiting).
+None contains the API key: messages quote only redacted excerpts of the answer.
 """
 
 from __future__ import annotations
@@ -11,7 +9,7 @@ from airflow.providers.common.compat.sdk import AirflowException, AirflowFailExc
 
 
 class LocalLeadsError(AirflowException):
-    """Base class of every error raised by the LocalLeads provider."""
+    """``transient``: whether waiting and asking again may help (the sensor and trigger keep waiting)."""
 
     transient: bool = False
 
@@ -27,7 +25,6 @@ class LocalLeadsError(AirflowException):
         self.path = path
         self.http_status = status_code
         self.request_id = request_id
-        #: Seconds the server asked us to wait (Retry-After), when it said so; None otherwise.
         self.retry_after = retry_after
         #: The message without the [HTTP status, path, request id] context appended to str(error).
         self.summary = message
@@ -45,12 +42,11 @@ class LocalLeadsError(AirflowException):
 
     @property
     def error_type(self) -> str:
-        """A stable name for this kind of error, used in trigger events and metrics."""
+        """Stable: used in trigger events and metrics."""
         return type(self).__name__
 
     def __reduce__(self) -> tuple[object, ...]:
-        # Keyword-only arguments break the default pickling of exceptions, and Airflow pickles
-        # exceptions (e.g. for on_failure_callback contexts); rebuild from the final message.
+        # Keyword-only arguments break exceptions' default pickling, which Airflow uses (e.g. for callbacks).
         return (_rebuild, (type(self), str(self), self.__dict__.copy()))
 
 
@@ -66,11 +62,8 @@ class LocalLeadsConfigurationError(LocalLeadsError):
 
 
 class LocalLeadsAuthenticationError(LocalLeadsError, AirflowFailException):
-    """401/403: the API key is missing, wrong, revoked or lacks access.
-
-    Also an ``AirflowFailException``: retrying the task with the same key cannot succeed, so the
-    task fails at once instead of burning its retries.
-    """
+    """401/403. An ``AirflowFailException``: retrying with the same key cannot succeed, so the task fails
+    at once instead of burning its retries."""
 
 
 class LocalLeadsRequestError(LocalLeadsError):
@@ -110,16 +103,10 @@ class LocalLeadsInvalidArgumentError(LocalLeadsError, AirflowFailException):
 
 
 class NoCostHistoryError(LocalLeadsInvalidArgumentError):
-    """``CostFromHistory`` found no matching run in its lookback and has no ``default``.
-
-    Fails without retrying: a retry minutes later reads the same history. Fix the pattern or the
-    lookback, or give a ``default`` for the first runs, before there is any history.
-    """
+    """``CostFromHistory`` found no matching run in its lookback and has no ``default``; not retried: a
+    retry minutes later reads the same history."""
 
 
 class InsufficientCreditsError(LocalLeadsError, AirflowFailException):
-    """Not enough credits for the planned run: fails the task without retrying.
-
-    Retrying minutes later would not make credits appear; top up, lower the cost, or wait for the
-    reset (or use ``on_insufficient="skip"`` / ``CreditsSensor`` to wait instead of failing).
-    """
+    """Not enough credits for the planned run; not retried: retrying minutes later would not make credits
+    appear (``on_insufficient="skip"`` or ``CreditsSensor`` wait instead of failing)."""

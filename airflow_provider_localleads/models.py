@@ -1,17 +1,13 @@
-"""Typed, validated views of the Credits API's answers.
+"""Typed, validated views of the Credits API's answers: frozen dataclasses, timestamps pendulum UTC.
 
-The API speaks camelCase JSON; DAG code gets frozen dataclasses with snake_case fields. Parsing is
-strict on purpose: this provider decides whether paid-for work may start, so a missing field, a
-string where a number belongs, ``true`` posing as ``1`` or a timestamp without a time zone is an
-error naming the field, never a guess. Unknown extra fields are accepted (the API may grow).
-Timestamps are pendulum ``DateTime``s in UTC, Airflow's own date type.
-
-Each answer's model has ``from_response(body)``, which reads the whole JSON object of a successful
-answer: what the hook's endpoint methods hand to its request helper.
+Parsing is strict on purpose: this provider decides whether paid-for work may start, so a missing
+field, a string where a number belongs, ``true`` posing as ``1`` or a timestamp without a time zone
+is an error naming the field, never a guess. Unknown extra fields are accepted (the API may grow).
 """
 
 from __future__ import annotations
 
+import calendar
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
@@ -33,10 +29,7 @@ __all__ = [
 
 
 class OversizedInteger:
-    """A JSON integer with more digits than Python converts (``sys.get_int_max_str_digits()``).
-
-    Valid JSON, so the body is not "not JSON"; the field reading it reports it by name.
-    """
+    """A JSON integer with more digits than Python converts: valid JSON, so the field reports it by name."""
 
     __slots__ = ("digits",)
 
@@ -56,7 +49,6 @@ def _utc(value: datetime) -> pendulum.DateTime:
 
 
 def _describe(value: object) -> str:
-    """A short description of a bad value for an error message (a huge value stays short)."""
     return f"{type(value).__name__} {shorten(repr(value), 60)}"
 
 
@@ -69,14 +61,11 @@ def _error(message: str) -> LocalLeadsResponseError:
 
 
 def _json_safe(model: Any, **extra: Any) -> dict[str, Any]:
-    """A model's fields (and ``extra``) as a JSON-safe dict, timestamps as ISO 8601 UTC ``Z`` strings."""
     values = {f.name: getattr(model, f.name) for f in fields(model)} | extra
     return {name: iso_z(v) if isinstance(v, datetime) else v for name, v in values.items()}
 
 
 class _Fields:
-    """Reads fields from one JSON object, naming ``where.field`` in every error."""
-
     def __init__(self, obj: object, where: str) -> None:
         self.where = where
         if not isinstance(obj, Mapping):
@@ -92,8 +81,7 @@ class _Fields:
         value = self._get(name)
         if isinstance(value, OversizedInteger):
             raise _error(f"{self.where}.{name} is out of range: {value}")
-        # bool is an int subclass in Python; `true` is not a credit count.
-        if type(value) is not int:
+        if type(value) is not int:  # `true` is no credit count
             raise _error(f"{self.where}.{name} must be an integer, got {_describe(value)}")
         if minimum is not None and value < minimum:
             raise _error(f"{self.where}.{name} must be >= {minimum}, got {value}")
@@ -130,62 +118,51 @@ def _on(year: int, month: int, day: int, time_of: datetime) -> pendulum.DateTime
 
 
 def next_anniversary(after: datetime, reset_day: int) -> pendulum.DateTime:
-    """The first billing anniversary strictly after ``after``, in UTC.
+    """The first billing anniversary strictly after ``after``, in UTC, at ``after``'s time of day.
 
-    The anniversary is day ``reset_day`` of a month, clamped to that month's last day (reset day 31
-    falls on Feb 28, or 29 in a leap year, then Mar 31 again: computed from ``reset_day`` for each
-    month, so it never drifts). The time of day of ``after`` is kept.
+    Day ``reset_day`` clamped to each month's last day, computed from ``reset_day`` for each month so
+    that it never drifts (day 31: Feb 28 or 29, then Mar 31 again).
     """
     if not 1 <= reset_day <= 31:
         raise ValueError(f"reset_day must be between 1 and 31, got {reset_day}")
     after = _utc(after)
-    year, month = after.year, after.month
-    for _ in range(2):
-        first = _on(year, month, 1, after)
-        candidate = _on(year, month, min(reset_day, first.days_in_month), after)
-        if candidate > after:
-            return candidate
-        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
-    raise AssertionError("unreachable: the next month's anniversary is always later")  # pragma: no cover
+    candidate = _on(after.year, after.month, min(reset_day, after.days_in_month), after)
+    if candidate > after:
+        return candidate
+    year, month = (after.year + 1, 1) if after.month == 12 else (after.year, after.month + 1)
+    return _on(year, month, min(reset_day, calendar.monthrange(year, month)[1]), after)
 
 
 @dataclass(frozen=True, slots=True)
 class CreditBalance:
-    """The organisation's credits right now (``GET /api/v1/credits/balance``)."""
-
     monthly_credits: int
     bonus_credits: int
     used_credits: int
-    #: What can still be spent: monthly + bonus - used, as the API computed it. It may be negative
-    #: when the account is overdrawn.
+    #: monthly + bonus - used, as the API computed it; negative when the account is overdrawn.
     available_credits: int
     #: Day of the month (1-31) on which monthly credits reset; clamped to short months.
     reset_day: int
-    #: When the monthly credits last reset (UTC).
     last_reset_at: pendulum.DateTime
 
     @property
     def next_reset_at(self) -> pendulum.DateTime:
-        """The next billing anniversary after ``last_reset_at`` (UTC)."""
         return next_anniversary(self.last_reset_at, self.reset_day)
 
     def can_afford(self, cost: int) -> bool:
         return self.available_credits >= cost
 
     def summary(self) -> str:
-        """One human line: what is available, how it is made up, and when it resets."""
         return (
             f"{self.available_credits} available (monthly {self.monthly_credits} + bonus {self.bonus_credits}"
             f" - used {self.used_credits}); next reset {self.next_reset_at.date().isoformat()}"
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict (what operators push to XCom); timestamps as ISO 8601 UTC strings."""
+        """JSON-safe (what operators push to XCom): timestamps as ISO 8601 UTC strings."""
         return _json_safe(self, next_reset_at=self.next_reset_at)
 
     @classmethod
     def from_api(cls, data: object) -> CreditBalance:
-        """Parse the ``data`` object of a balance answer; raise LocalLeadsResponseError naming the field."""
         f = _Fields(data, "data")
         balance = cls(
             monthly_credits=f.integer("monthlyCredits", minimum=0),
@@ -208,14 +185,11 @@ class CreditBalance:
 
     @classmethod
     def from_response(cls, body: Mapping[str, Any]) -> CreditBalance:
-        """The balance in a successful answer of ``GET /api/v1/credits/balance``."""
         return cls.from_api(body.get("data"))
 
 
 @dataclass(frozen=True, slots=True)
 class CreditTransaction:
-    """One deduction or top-up in the organisation's credit history."""
-
     id: str
     #: e.g. ``DEDUCTION``, ``MONTHLY_RESET``; kept as the API's string so new types are not lost.
     type: str
@@ -241,10 +215,8 @@ class CreditTransaction:
 
 @dataclass(frozen=True, slots=True)
 class TransactionPage:
-    """One page of ``GET /api/v1/credits/transactions``, newest first."""
-
     items: tuple[CreditTransaction, ...]
-    #: How many transactions exist in total (at the time of this request).
+    #: The API's estimate: totals and pages may be counted at different moments.
     total: int
     limit: int
     offset: int
@@ -269,30 +241,26 @@ class TransactionPage:
 
     @classmethod
     def from_response(cls, body: Mapping[str, Any]) -> TransactionPage:
-        """The page in a successful answer of ``GET /api/v1/credits/transactions``."""
         return cls.from_api(body.get("data"), body.get("meta"))
 
 
 @dataclass(frozen=True, slots=True)
 class CreditUsage:
-    """Recent spending and how long the available credits last at that rate (``LocalLeadsHook.get_usage``)."""
+    """Recent spending and how long the available credits last at that rate (``LocalLeadsHook.get_usage``).
 
-    #: Credits deducted in the window: the sum of ``|amount|`` over its ``DEDUCTION`` transactions.
+    ``per_day`` is ``spent / days``; ``since`` is ``days`` before the time asked about.
+    """
+
+    #: The sum of ``|amount|`` over the window's ``DEDUCTION`` transactions.
     spent: int
-    #: ``spent / days``: the average daily spend over the window.
     per_day: float
-    #: How many ``DEDUCTION`` transactions the window holds.
     deductions: int
-    #: The window's start, ``days`` before the time asked about (UTC).
     since: pendulum.DateTime
-    #: The balance's next billing anniversary (UTC).
     next_reset_at: pendulum.DateTime
     #: When the available credits reach zero at ``per_day``; None if they last until ``next_reset_at``
     #: (or nothing was spent). The time asked about if none are left.
     runs_out_at: pendulum.DateTime | None
-    #: The window's length in days.
     days: int
-    #: The balance's ``available_credits`` when it was read.
     available_credits: int
 
     def summary(self) -> str:
@@ -314,7 +282,6 @@ class CreditUsage:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict (for XCom); timestamps as ISO 8601 UTC strings, ``runs_out_at`` None or one."""
         return _json_safe(self)
 
 

@@ -1,31 +1,20 @@
 """The exactly-once listing of the credit history: a pure function over ``fetch(limit, offset)``.
 
-The API pages by offset only, newest first, and promises no order among transactions with the same
-``createdAt``; an insert while a listing pages pushes the rest down, a deletion pulls it up. So no
-offset is trusted. A cursor holds the ``createdAt`` of the last transaction yielded and the ids
-yielded at exactly that time (ties): everything newer, and those ties, is *done*. A page is believed
-only if it *anchors*: read at offset 0, or starting with a transaction strictly newer than the cursor
-(or, once the ties no longer fit in one page, with one of them: only then must the API keep the
-order of ties stable). Then nothing before it is still to come, and it yields what is not done. Each
-later page is read from the last anchoring transaction (with distinct timestamps it re-reads two
-already yielded). A page that does not anchor, or shows nothing new, sends the listing looking for
-its place again (:class:`_Search`) before it yields more.
+The API pages by offset only, newest first, with no promised order among equal ``createdAt``s; an
+insert while a listing pages pushes the rest down, a deletion pulls it up. So no offset is trusted. A
+cursor holds the ``createdAt`` of the last transaction yielded and the ids yielded at exactly that
+time (ties): everything newer, and those ties, is *done*. A page is believed only if it *anchors*:
+read at offset 0, or starting with a transaction strictly newer than the cursor (or, once the ties no
+longer fit in one page, with one of them: only then must the API keep the order of ties stable).
+Each later page is read from the last anchoring transaction; a page that does not anchor, or shows
+nothing new, sends the listing looking for its place again (:class:`_Search`) before it yields more.
 
-Promised, for a history that changes while it is listed:
-
-* no transaction is yielded twice, and ``createdAt`` never increases;
-* a transaction present from the first request to the last is yielded exactly once;
-* one deleted while listing is yielded at most once. One added while listing is yielded at most
-  once, and never if it is newer than the last transaction yielded when it was added;
-* if the place cannot be found again within ``_MAX_RELOCATIONS`` reads, a LocalLeadsResponseError
-  says so: run the listing again.
-
-Requests: ``1 + ceil((n - page_size) / min(page_size, 98))`` for ``n`` transactions with distinct
-timestamps when nothing changes, plus a few per change (logarithmic in how far the history moved).
-Memory: one page, plus the ids sharing the cursor's ``createdAt`` (more than ``_MAX_TIE_IDS`` is
-refused). ``meta.total`` is only a hint: it ends the listing when it matches a page exactly (so one
-lie, a total too small that agrees exactly with a full page, ends it early), its change is the
-search's first guess, and past the end, when it agrees with what is known, it bounds the search.
+Promised while the history changes: nothing is yielded twice and ``createdAt`` never increases; a
+transaction present throughout is yielded exactly once; one deleted or added meanwhile at most once
+(never if added newer than the last one yielded). If the place cannot be found again within
+``_MAX_RELOCATIONS`` reads, a LocalLeadsResponseError says so. ``meta.total`` is only a hint: it
+ends the listing when it matches a page exactly (so a total too small that agrees with a full page
+ends it early), and guides and bounds the search. Request counts: docs/performance.md.
 """
 
 from __future__ import annotations
@@ -33,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 
-from airflow_provider_localleads.client.values import whole_number
+from airflow_provider_localleads.client.values import python_whole_number
 from airflow_provider_localleads.exceptions import LocalLeadsResponseError
 from airflow_provider_localleads.models import CreditTransaction, TransactionPage
 
@@ -51,30 +40,23 @@ _MAX_TIE_IDS = 10_000
 def iter_exactly_once(
     fetch: Callable[[int, int], TransactionPage], page_size: int = MAX_PAGE_SIZE
 ) -> Iterator[CreditTransaction]:
-    """Every transaction, newest first, each at most once (see the module docstring for the promises).
+    """Every transaction, newest first, each at most once (the promises: the module docstring).
 
     :param fetch: ``fetch(limit, offset)`` reads one page (``LocalLeadsHook.list_transactions``).
-    :param page_size: the first read's ``limit``. Later reads ask for up to two more (the
-        transactions that prove nothing was skipped) and for the ties, at most ``MAX_PAGE_SIZE``.
-    :raises ValueError: at once, if ``page_size`` is not a whole number from 1 to ``MAX_PAGE_SIZE``.
+    :param page_size: the first read's ``limit``; later reads add the ties and the transactions that
+        prove nothing was skipped, at most ``MAX_PAGE_SIZE``. Checked at once (ValueError).
     """
     return _listing(fetch, validate_limit("page_size", page_size))
 
 
 def validate_limit(name: str, value: object) -> int:
-    """``value`` if it is a page size the API accepts (1 to 100), else a ValueError naming ``name``.
-
-    A Python argument, not text: ``"50"`` is refused as a wrong type.
-    """
-    number = None if isinstance(value, str) else whole_number(value)
+    number = python_whole_number(value)
     if number is None or not 1 <= number <= MAX_PAGE_SIZE:
         raise ValueError(f"{name} must be a whole number from 1 to {MAX_PAGE_SIZE}, got {value!r}")
     return number
 
 
 class _Cursor:
-    """How far the listing has got, independent of offsets; see the module docstring."""
-
     def __init__(self) -> None:
         self.created_at = datetime.max.replace(tzinfo=UTC)  # nothing is done before the first page
         self.tie_ids: set[str] = set()
@@ -89,7 +71,6 @@ class _Cursor:
         return self.done(txn)
 
     def anchored(self, items: Sequence[CreditTransaction]) -> int:
-        """How many of ``items``, from the first, anchor."""
         return next((i for i, txn in enumerate(items) if not self.anchors(txn)), len(items))
 
     def read_limit(self, page_size: int) -> int:
@@ -97,7 +78,7 @@ class _Cursor:
         return min(MAX_PAGE_SIZE, page_size + 1 + len(self.tie_ids)) if self.tie_ids else page_size
 
     def advance(self, fresh: Sequence[CreditTransaction]) -> None:
-        """Move past ``fresh``, the transactions of one page that were not done and were just yielded."""
+        """Move past ``fresh``, the transactions of one page that were just yielded."""
         boundary = fresh[-1].created_at
         if boundary != self.created_at:
             self.created_at = boundary

@@ -1,16 +1,8 @@
-"""Turn one HTTP answer (status, headers, body bytes) into a model or a typed error.
+"""One HTTP answer (status, headers, body) to a model or a typed error, the same for both paths.
 
-Shared by the synchronous (requests) and asynchronous (httpx) paths so both judge answers the same
-way. Whatever the bytes, :func:`parse_answer` gives a valid model or a ``LocalLeadsError``, never a
-``KeyError``/``TypeError``/bare ``ValueError``. Beyond the models' own checks:
-
-* The ``Content-Type`` is trusted neither way: the body is judged on what it is.
-* Lone UTF-16 surrogates (``"\\ud800"`` escapes) become U+FFFD: Python accepts them, but a string
-  holding one cannot be encoded as UTF-8, so logging or storing it would crash later. An integer
-  longer than Python converts is valid JSON: its field is named.
-* Every error of an answer gets its HTTP context (status, path, request id) in one place,
-  :func:`_in_context`; what the server said is quoted only as a short excerpt passed through
-  ``redact``, so a server echoing the API key back cannot leak it.
+Whatever the bytes, :func:`parse_answer` gives a valid model or a LocalLeadsError. The ``Content-Type``
+is trusted neither way: the body is judged on what it is. What the server said is quoted only as a
+short excerpt passed through ``redact``, so a server echoing the API key back cannot leak it.
 """
 
 from __future__ import annotations
@@ -37,12 +29,11 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-#: Headers that carry the server's (or its CDN's) request id, quoted in errors for support tickets.
+#: The server's (or its CDN's) request id, quoted in errors for support tickets.
 REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-amzn-requestid", "cf-ray")
 #: The most a response body may hold; a page of 100 transactions is ~25 KB.
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
-#: A JSON escape that can produce a UTF-16 surrogate (paired ones are combined by the parser).
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
@@ -68,8 +59,9 @@ def _parse_int(digits: str) -> int | OversizedInteger:
 
 
 def _without_lone_surrogates(value: Any) -> Any:
-    """``value`` with U+FFFD for every lone surrogate in its strings (keys included); iterative, so
-    that a deeply nested document cannot exhaust the stack here."""
+    """U+FFFD for every lone surrogate in strings and keys: Python accepts them, but a string holding
+    one cannot be encoded as UTF-8, so logging or storing it would crash later. Iterative: a deeply
+    nested document cannot exhaust the stack here."""
 
     def fix(item: Any) -> Any:
         return _SURROGATE.sub("\ufffd", item) if isinstance(item, str) else item
@@ -92,14 +84,14 @@ def _without_lone_surrogates(value: Any) -> Any:
 
 
 def decode_json(body: bytes) -> Any:
-    """Parse JSON strictly (UTF-8, a BOM tolerated, no NaN/Infinity), lone surrogates made U+FFFD."""
+    """Strict JSON (UTF-8, a BOM tolerated, no NaN/Infinity); an integer longer than Python converts is
+    valid JSON, so it is marked and its field named rather than the body called "not JSON"."""
     text = body.decode("utf-8-sig")
     try:
         parsed = json.loads(text, parse_constant=_reject_constant)
     except ValueError as err:
         if "integer string conversion" not in str(err):
             raise
-        # Valid JSON with an integer longer than Python converts: parse again (slower), marking it.
         parsed = json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int)
     if _SURROGATE_ESCAPE.search(text):
         parsed = _without_lone_surrogates(parsed)
@@ -107,21 +99,14 @@ def decode_json(body: bytes) -> Any:
 
 
 def _server_message(parsed: Any, body: bytes, redact: Callable[[str], str]) -> str:
-    """What the server said about the error: the JSON ``error`` (string or object) or a body excerpt."""
-    if isinstance(parsed, dict):
-        error = parsed.get("error")
-        if isinstance(error, str):
-            return excerpt(error, redact)
-        if isinstance(error, dict):
-            parts = [str(error[k]) for k in ("code", "message") if isinstance(error.get(k), str | int)]
-            if parts:
-                return excerpt(": ".join(parts), redact)
-            return excerpt(json.dumps(error, default=str), redact)
-    return excerpt(body.decode("utf-8", "replace"), redact)
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(error, dict):
+        parts = [str(error[k]) for k in ("code", "message") if isinstance(error.get(k), str | int)]
+        error = ": ".join(parts) if parts else json.dumps(error, default=str)
+    return excerpt(error if isinstance(error, str) else body.decode("utf-8", "replace"), redact)
 
 
 def _json_object(status: int, headers: Mapping[str, str], body: bytes, redact: Callable[[str], str]) -> dict[str, Any]:
-    """The JSON object of a successful answer, or the LocalLeadsError it deserves (without HTTP context)."""
     parsed: Any = None
     json_ok = False
     if body.strip():
@@ -194,11 +179,7 @@ def _json_object(status: int, headers: Mapping[str, str], body: bytes, redact: C
 def _in_context(
     err: Exception, status: int, headers: Mapping[str, str], *, path: str, redact: Callable[[str], str]
 ) -> LocalLeadsError:
-    """``err`` raised again with the answer's HTTP context: the one place it is attached.
-
-    The status errors and the models' and page checks' content errors know nothing of HTTP. A value
-    the models accepted as text but Python cannot represent (OverflowError/ValueError, e.g. a year-1
-    timestamp with a positive offset) becomes a LocalLeadsResponseError. The request id is the
+    """``err`` with the answer's HTTP context: the one place it is attached. The request id is the
     server's text too (a proxy may echo the Authorization header), so it is redacted like the rest.
     """
     if not isinstance(err, LocalLeadsError):
@@ -225,7 +206,9 @@ def parse_answer(
     redact: Callable[[str], str],
     build: Callable[[Mapping[str, Any]], T],
 ) -> T:
-    """Bytes to a model: ``build`` gets the JSON object of a successful answer (``Model.from_response``)."""
+    """``build`` (``Model.from_response``) gets the JSON object of a successful answer. A value Python
+    cannot represent (OverflowError/ValueError, e.g. a year-1 timestamp with a positive offset) is a
+    LocalLeadsResponseError."""
     try:
         return build(_json_object(status, headers, body, redact))
     except (LocalLeadsError, OverflowError, ValueError) as err:
@@ -233,13 +216,9 @@ def parse_answer(
 
 
 def check_page(page: TransactionPage, *, limit: int, offset: int, redact: Callable[[str], str]) -> TransactionPage:
-    """``page`` if it is the page asked for with ``limit``/``offset``, else a LocalLeadsResponseError.
-
-    ``meta.offset`` must equal the offset sent (a proxy or cache that drops the query string would
-    otherwise make a listing loop or repeat), no more items than the limit, newest first, and no id
-    twice (refused, not de-duplicated: a page that contradicts itself cannot be paged exactly once).
-    ``meta.total`` is only the API's estimate (totals and pages may be counted at different moments).
-    Call it inside :func:`parse_answer`'s ``build``, where its errors get the HTTP context.
+    """``page`` if it is the page asked for, else a LocalLeadsResponseError (call it inside
+    :func:`parse_answer`'s ``build``, for the HTTP context). A page with an id twice is refused, not
+    de-duplicated: a page that contradicts itself cannot be paged exactly once.
     """
     problem = _page_problem(page, limit=limit, offset=offset, redact=redact)
     if problem is not None:

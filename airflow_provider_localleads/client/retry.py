@@ -1,13 +1,8 @@
 """Which failures are retried and how long to wait: one decision, for the hook, the sensor and the trigger.
 
-:func:`is_transient` is the one answer to "may asking again help?"; the hook retries what it says,
-the sensor and the trigger keep waiting on it. Backoff has jitter so that workers that failed
-together do not come back together; a usable Retry-After wins. A call stops after ``max_retries``
-retries, when the server asks for a longer wait than we accept, or when the next wait would end past
-the call's deadline, so its total time is bounded whatever the server does.
-
-The loops are tenacity's, with that predicate, wait and stop; the deadline and each attempt's budget
-(the time left) are measured on one monotonic clock.
+Backoff has jitter so that workers that failed together do not come back together. The loops are
+tenacity's; the deadline and each attempt's budget (the time left) are on one monotonic clock, so a
+call's total time is bounded whatever the server does.
 """
 
 from __future__ import annotations
@@ -29,9 +24,7 @@ from airflow_provider_localleads.exceptions import LocalLeadsError, LocalLeadsRa
 T = TypeVar("T")
 
 
-class _Log(Protocol):
-    """Any logger (stdlib or Airflow's structlog-based one) with a ``warning`` method."""
-
+class _Log(Protocol):  # stdlib's or Airflow's structlog-based logger
     def warning(self, msg: Any, /, *args: Any) -> Any: ...
 
 
@@ -41,11 +34,8 @@ def is_transient(error: BaseException) -> bool:
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date); None if unusable.
-
-    Garbage, negative values and dates in the past are unusable: the caller falls back to its own
-    backoff rather than hammering the server with no wait at all.
-    """
+    """Seconds from a Retry-After (delta-seconds or HTTP date); None for garbage, negative values and
+    past dates, so the caller falls back to its backoff rather than hammering the server with no wait."""
     if value is None:
         return None
     digits = ascii_digits(value)
@@ -63,8 +53,6 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How often and how long to retry one API call."""
-
     #: Retries after the first attempt (the connection's ``max_retries`` extra).
     max_retries: int = 2
     backoff_base: float = 0.5
@@ -79,26 +67,20 @@ class RetryPolicy:
         return self.max_retries + 1
 
     def backoff(self, attempt: int) -> float:
-        """Wait after failed attempt number ``attempt`` (1-based): half fixed, half random."""
+        """After failed attempt ``attempt`` (1-based): half fixed, half random."""
         ceiling = min(self.backoff_max, self.backoff_base * 2.0 ** (attempt - 1))
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
     def wait(self, attempt: int, error: LocalLeadsError) -> float:
-        """How long to wait after failed attempt ``attempt``: the server's Retry-After, else the backoff."""
         return error.retry_after if error.retry_after is not None else self.backoff(attempt)
 
     def gives_up(self, attempt: int, error: LocalLeadsError, elapsed_after_wait: float) -> bool:
-        """Whether to stop after attempt ``attempt`` instead of waiting until ``elapsed_after_wait``."""
         too_long = error.retry_after is not None and error.retry_after > self.max_retry_after
         return attempt >= self.attempts or too_long or elapsed_after_wait >= self.deadline
 
     def final_error(self, error: LocalLeadsError, attempt: int, elapsed: float = 0.0) -> LocalLeadsError:
-        """The error to raise when giving up, with a Retry-After that was too long made explicit.
-
-        A 429 or a 503 whose Retry-After is longer than this call will wait fails at once (no point
-        in hammering it); the message then says how long the server asked for, so the on-call
-        engineer knows whether to re-run now or in an hour.
-        """
+        """A Retry-After longer than this call will wait fails at once; the message then says how long the
+        server asked for, so the on-call engineer knows whether to re-run now or in an hour."""
         willing = min(self.max_retry_after, max(self.deadline - elapsed, 0.0))
         if error.retry_after is None or error.retry_after <= willing or attempt >= self.attempts:
             return error
@@ -125,10 +107,7 @@ class RetryPolicy:
 
 
 def _strategy(policy: RetryPolicy, log: _Log) -> tuple[dict[str, Any], Callable[[], float]]:
-    """tenacity's retry, wait, stop and callbacks for one call of ``policy``, and the call's time left.
-
-    The call's clock starts now.
-    """
+    """tenacity's arguments for one call of ``policy``, and the call's time left; its clock starts now."""
     start = time.monotonic()
 
     def error_of(state: RetryCallState) -> LocalLeadsError:
@@ -174,7 +153,6 @@ def call_with_retries(
     log: _Log,
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
-    """Run ``attempt_once(seconds_left)`` until it succeeds or the policy gives up."""
     strategy, seconds_left = _strategy(policy, log)
     result: T = Retrying(sleep=sleep, **strategy)(lambda: attempt_once(seconds_left()))
     return result

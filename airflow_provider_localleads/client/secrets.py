@@ -1,12 +1,4 @@
-"""Keeping the API key where it belongs: in one request header, and nowhere else.
-
-* :class:`BearerAuth` puts it in ``Authorization`` for one request (an auth object, so ``~/.netrc``
-  cannot replace it) and shows ``***`` in its repr.
-* Logs are Airflow's to mask: it masks a connection's password when it looks the connection up, but
-  not a key read from ``LOCALLEADS_API_KEY``, so :func:`mask_env_key` registers that one.
-* :func:`strip_requests` removes the request objects (their headers hold the key) that requests and
-  httpx hang on their exceptions, before those become our errors' causes.
-"""
+"""Keeping the API key in one request header and nowhere else; logs are Airflow's masker's to clean."""
 
 from __future__ import annotations
 
@@ -19,7 +11,7 @@ from requests.auth import AuthBase
 
 
 class BearerAuth(AuthBase):
-    """Sets ``Authorization: Bearer <key>``; as an auth object it also stops ``~/.netrc`` from replacing it."""
+    """An auth object, so that ``~/.netrc`` cannot replace the header."""
 
     def __init__(self, api_key: str) -> None:
         self._api_key = api_key
@@ -33,7 +25,8 @@ class BearerAuth(AuthBase):
 
 
 def mask_env_key(conn: Any, api_key: str) -> None:
-    """Register ``api_key`` with Airflow's masker unless it is ``conn``'s password (Airflow masked that)."""
+    """Airflow masks a connection's password when it looks the connection up, not a key read from
+    ``LOCALLEADS_API_KEY``."""
     if api_key != conn.password:
         mask_secret(api_key)
 
@@ -71,11 +64,9 @@ def exception_chain(err: BaseException) -> Iterator[BaseException]:
 
 
 def strip_requests(err: BaseException) -> None:
-    """Drop the request/response objects that requests and httpx hang on their exceptions.
-
-    They hold the ``Authorization`` header; the exception stays our error's cause, for its type and
-    message, but must not carry the key into error trackers or pickles. Only called on a failure,
-    which has imported httpx already (see ``transport._low_level``).
+    """Drop the request/response objects (their headers hold the key) that requests and httpx hang on
+    their exceptions: the exception stays our error's cause, but must not carry the key into error
+    trackers or pickles. Only called on a failure, which has imported httpx already.
     """
     import httpx
 

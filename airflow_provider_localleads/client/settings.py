@@ -1,8 +1,5 @@
-"""Read and validate a ``localleads`` Airflow connection into plain settings.
-
-Kept apart from the hook so the same rules serve the synchronous look-up (workers) and the
-asynchronous one (the triggerer), and so they can be tested without any HTTP at all.
-"""
+"""A ``localleads`` Airflow connection validated into plain settings, the same rules for workers and
+the triggerer, testable without any HTTP."""
 
 from __future__ import annotations
 
@@ -17,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from airflow_provider_localleads import PRODUCTION_BASE_URL
-from airflow_provider_localleads.client.values import whole_number
+from airflow_provider_localleads.client.values import python_whole_number, whole_number
 from airflow_provider_localleads.exceptions import LocalLeadsConfigurationError
 
 API_KEY_ENV_VAR = "LOCALLEADS_API_KEY"
@@ -32,7 +29,7 @@ _LEGACY_PREFIX = "extra__localleads__"
 
 @dataclass(frozen=True, slots=True)
 class ConnectionSettings:
-    """Everything the hook needs from the connection. The API key is kept out of ``repr``."""
+    """The API key is kept out of ``repr``."""
 
     conn_id: str
     base_url: str
@@ -42,7 +39,6 @@ class ConnectionSettings:
     max_retries: int = DEFAULT_MAX_RETRIES
 
     def redact(self, text: str) -> str:
-        """Remove the API key from text that is about to be logged or raised."""
         return text.replace(self.api_key, "***") if self.api_key else text
 
 
@@ -58,13 +54,10 @@ def _is_unset(value: object) -> bool:
 def _timeout(conn_id: str, value: object) -> float | None:
     if _is_unset(value):
         return None
-    if isinstance(value, bool):
+    try:
+        number = math.nan if isinstance(value, bool) else float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
         number = math.nan
-    else:
-        try:
-            number = float(value)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            number = math.nan
     if not (math.isfinite(number) and number > 0):
         raise _error(conn_id, f"extra 'timeout' must be a positive number of seconds, got {value!r}")
     return number
@@ -142,12 +135,8 @@ def _base_url(conn_id: str, host: str | None, schema: str | None, port: int | No
 
 
 def _check_key_characters(conn_id: str, api_key: str, source: str) -> None:
-    """Refuse a key that cannot travel in an HTTP header, before anything is sent.
-
-    Keys are printable ASCII. A pasted curly quote or a look-alike Cyrillic letter would otherwise
-    make requests or httpx raise a UnicodeEncodeError whose message and args hold the whole key.
-    Only the position and the Unicode name of the first bad character are quoted, never the key.
-    """
+    """Keys are printable ASCII: a pasted curly quote or a look-alike Cyrillic letter would otherwise make
+    requests or httpx raise a UnicodeEncodeError whose message and args hold the whole key."""
     for position, char in enumerate(api_key, start=1):
         if not "!" <= char <= "~":
             what = unicodedata.name(char, "a control character") if char.isprintable() else "a control character"
@@ -168,11 +157,8 @@ def settings_from_connection(
     timeout: float | None = None,
     max_retries: int | None = None,
 ) -> ConnectionSettings:
-    """Validate an Airflow ``Connection`` (and the hook's overrides) into ConnectionSettings.
-
-    Raises LocalLeadsConfigurationError naming the field and the fix; unknown extras are refused
-    rather than ignored, because a misspelt ``max_retries`` silently doing nothing is worse.
-    ``extra``: the connection's extras when already read (asynchronously, in the triggerer).
+    """Unknown extras are refused rather than ignored: a misspelt ``max_retries`` silently doing nothing is
+    worse. ``extra``: the connection's extras when already read (asynchronously, in the triggerer).
     """
     conn_id = str(conn.conn_id)
     environ = os.environ if environ is None else environ
@@ -218,8 +204,7 @@ def settings_from_connection(
         raise _error(conn_id, f"timeout must be a positive number of seconds, got {chosen_timeout!r}")
     conn_retries = _max_retries(conn_id, normalised.get("max_retries"))
     chosen_retries = max_retries if max_retries is not None else conn_retries
-    # The hook's argument is Python, not text: "3" is refused there, as a wrong type.
-    number = None if isinstance(chosen_retries, str) else whole_number(chosen_retries)
+    number = python_whole_number(chosen_retries)
     if chosen_retries is not None and (number is None or not 0 <= number <= MAX_MAX_RETRIES):
         raise _error(conn_id, f"max_retries must be a whole number from 0 to {MAX_MAX_RETRIES}, got {chosen_retries!r}")
 

@@ -1,9 +1,5 @@
-"""Which CA certificates the provider trusts, the same for the worker (requests) and the triggerer (httpx).
-
-requests reads ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``, httpx ``SSL_CERT_FILE``/``SSL_CERT_DIR``:
-left alone, a company CA set one way would make a sensor work in poke mode and fail deferred. Both
-paths use :func:`ca_bundle_from_env` (requests' variables first, then OpenSSL's; else certifi's).
-A bundle costs 25-50 ms of CPU to load, so it is loaded once per process (:func:`shared_ssl_context`).
+"""One CA trust for the worker (requests) and the triggerer (httpx): each reads different variables, so
+left alone a company CA set one way would make a sensor work in poke mode and fail deferred.
 """
 
 from __future__ import annotations
@@ -18,25 +14,15 @@ from airflow_provider_localleads.exceptions import LocalLeadsConfigurationError
 CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
 
 
-def ca_bundle_from_env() -> tuple[str, str] | None:
-    """``(variable, path)`` of the CA bundle (file or directory) the environment names, or None."""
-    for name in CA_BUNDLE_VARIABLES:
-        value = os.environ.get(name, "").strip()
-        if value:
-            return name, value
-    return None
-
-
 def checked_ca_bundle() -> str | None:
-    """The CA bundle path from the environment (None for certifi's), after checking it loads.
-
-    A wrong path or a file without certificates would otherwise fail the first request, differently
-    in each path; this names the variable to fix.
-    """
-    found = ca_bundle_from_env()
-    if found is None:
+    """The CA bundle path (None for certifi's), checked: a wrong one would otherwise fail the first
+    request, differently in each path, without naming the variable to fix."""
+    for name in CA_BUNDLE_VARIABLES:
+        path = os.environ.get(name, "").strip()
+        if path:
+            break
+    else:
         return None
-    name, path = found
     if not os.path.exists(path):
         raise LocalLeadsConfigurationError(
             f"The CA bundle named by the environment variable {name} does not exist: {path!r}. Fix the path "
@@ -54,7 +40,7 @@ def checked_ca_bundle() -> str | None:
 
 
 def shared_ssl_context() -> ssl.SSLContext:
-    """The verifying ``SSLContext`` for httpx clients, built once per CA bundle in the process."""
+    """Built once per CA bundle in the process: loading one costs 25-50 ms of CPU."""
     return _ssl_context_for(checked_ca_bundle())
 
 

@@ -1,18 +1,8 @@
-"""One HTTP attempt against the API, synchronous (requests) and asynchronous (httpx).
+"""One HTTP attempt, synchronous (requests) and asynchronous (httpx): one GET to an :class:`Answer`
+(body capped at ``MAX_BODY_BYTES``) or a LocalLeadsError, through ONE error map (:func:`_low_level`).
 
-An attempt sends one GET and returns an :class:`Answer` (status, headers, capped body) or raises a
-:class:`~airflow_provider_localleads.exceptions.LocalLeadsError`; judging the answer is
-:mod:`~airflow_provider_localleads.client.responses`' job and retrying is :mod:`~.retry`'s.
-
-* Wall clock: socket timeouts bound each ``recv``, not the attempt. Async attempts run under
-  ``asyncio.timeout``. Sync ones cut each wait to the time left and check it between body reads; no
-  public interface of requests or urllib3 bounds a whole request, so a head dripped byte by byte is
-  bounded per read only (docs/reliability.md: Airflow's ``execution_timeout`` bounds that).
-* Bodies are capped at ``MAX_BODY_BYTES``, announced or received, compressed or not.
-* The key goes only in this request's ``Authorization`` header; redirects are not followed; the
-  exceptions chained under ours are stripped of their request (:mod:`~.secrets`).
-* ONE table (:func:`_low_level`) turns what requests, urllib3, httpx, ssl and the OS raise into our
-  errors, for both attempts (:func:`_mapped_errors`).
+No public interface of requests or urllib3 bounds a whole request: a sync head dripped byte by byte is
+bounded per read only (docs/reliability.md: Airflow's ``execution_timeout`` bounds that).
 """
 
 from __future__ import annotations
@@ -26,6 +16,7 @@ import zlib
 from collections.abc import Iterator, Mapping
 from functools import cache
 from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
@@ -47,7 +38,6 @@ if TYPE_CHECKING:
     import httpx
 
 USER_AGENT = f"airflow-provider-localleads/{__version__}"
-#: Query parameters of one request.
 Params = Mapping[str, str | int] | None
 _READ_CHUNK = 65536
 #: What OpenSSL says when the other side answered a TLS hello in plain text (an http:// server).
@@ -60,11 +50,7 @@ class Answer(NamedTuple):
     body: bytes
 
 
-# ---------------------------------------------------------------------------------------------- sessions
-
-
 def open_session() -> requests.Session:
-    """A session for the synchronous attempts: our headers, our CA bundle (requests' own retries are off)."""
     session = requests.Session()
     session.headers["User-Agent"] = USER_AGENT
     session.headers["Accept"] = "application/json"
@@ -73,11 +59,7 @@ def open_session() -> requests.Session:
 
 
 def open_async_client() -> httpx.AsyncClient:
-    """An ``httpx.AsyncClient`` for the asynchronous attempts (the trigger keeps one across polls).
-
-    The key is set per request, never on the client; bodies are asked for uncompressed (see
-    :class:`_BoundedBody`); the CA bundle is the synchronous path's (:mod:`~.tls`).
-    """
+    """The key is set per request, never on the client; bodies are asked for uncompressed (:class:`_BoundedBody`)."""
     import httpx
 
     return httpx.AsyncClient(
@@ -85,9 +67,6 @@ def open_async_client() -> httpx.AsyncClient:
         follow_redirects=False,
         verify=shared_ssl_context(),
     )
-
-
-# ---------------------------------------------------------------------------------------------- attempts
 
 
 class _Progress:
@@ -101,9 +80,8 @@ def send(session: requests.Session, settings: ConnectionSettings, path: str, par
     """One synchronous GET within ``budget`` seconds of wall clock, save a head dripped byte by byte."""
     budget = min(budget, settings.connect_timeout + settings.read_timeout)
     ends = time.monotonic() + budget
-    progress = _Progress()
     with (
-        _mapped_errors(settings, path, budget, progress, where="this worker"),
+        _mapped_errors(settings, path, budget, where="this worker") as progress,
         session.get(
             settings.base_url + path,
             params=params,
@@ -125,8 +103,7 @@ async def asend(
 
     budget = min(budget, settings.connect_timeout + settings.read_timeout)
     timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
-    progress = _Progress()
-    with _mapped_errors(settings, path, budget, progress, where="the triggerer"):
+    with _mapped_errors(settings, path, budget, where="the triggerer") as progress:
         async with asyncio.timeout(budget):
             request = client.build_request("GET", settings.base_url + path, params=params, timeout=timeout)
             request.headers["Authorization"] = f"Bearer {settings.api_key}"
@@ -143,12 +120,9 @@ async def asend(
 
 
 def _read_body(response: requests.Response, path: str, ends: float) -> bytes:
-    """Read the body by ``ends`` (``time.monotonic()``): a body dripped a byte a second ends on time.
-
-    Each wait for bytes is cut to the time left, through the public ``HTTPResponse.connection`` and
-    its ``sock`` (urllib3 sets the timeout again when it reuses the socket); the clock is checked
-    between reads.
-    """
+    """Read the body by ``ends`` (monotonic): each wait is cut to the time left through the public
+    ``HTTPResponse.connection.sock`` (urllib3 sets its timeout again when it reuses the socket), so a
+    body dripped a byte a second ends on time."""
     body = _BoundedBody(response.headers, path, response.status_code, raw=False)
     raw = response.raw
     sock = getattr(getattr(raw, "connection", None), "sock", None)
@@ -225,17 +199,13 @@ class _BoundedBody:
         return b"".join(self._chunks)
 
 
-# ---------------------------------------------------------------------------------------------- errors
-
-
 @cache
 def _low_level() -> tuple[tuple[tuple[type[BaseException], ...], str, bool], ...]:
-    """What a low-level exception means: (types, kind, whether its whole chain counts); first row wins.
+    """(types, kind, whether the whole chain counts) per kind; first row wins. Built on first failure:
+    it imports httpx, which a synchronous worker need not load.
 
-    A timeout or a broken connection is judged by the exception raised (urllib3 2's
-    NewConnectionError is a ConnectTimeoutError too, so a refused connection chained under
-    requests' ConnectionError must not count as a timeout); a TLS failure anywhere in the chain is
-    one. Built on first failure: it imports httpx, which a synchronous worker need not load.
+    Timeouts are judged by the exception raised only: urllib3 2's NewConnectionError is a
+    ConnectTimeoutError too, so a refused connection chained under requests' must not count as one.
     """
     import httpx
 
@@ -253,7 +223,6 @@ def _low_level() -> tuple[tuple[tuple[type[BaseException], ...], str, bool], ...
 
 
 def _classify(err: BaseException) -> str | None:
-    """``"timeout"``, ``"tls"`` or ``"broken"`` for a failure below HTTP; None for anything else (a bug)."""
     for types, kind, whole_chain in _low_level():
         if any(isinstance(e, types) for e in (exception_chain(err) if whole_chain else (err,))):
             return kind
@@ -261,12 +230,10 @@ def _classify(err: BaseException) -> str | None:
 
 
 @contextlib.contextmanager
-def _mapped_errors(
-    settings: ConnectionSettings, path: str, budget: float, progress: _Progress, *, where: str
-) -> Iterator[None]:
-    """Turn every low-level exception raised inside into the LocalLeadsError it means (both attempts)."""
+def _mapped_errors(settings: ConnectionSettings, path: str, budget: float, *, where: str) -> Iterator[_Progress]:
+    progress = _Progress()
     try:
-        yield
+        yield progress
     except LocalLeadsError:
         raise
     except Exception as err:
@@ -313,8 +280,6 @@ def _transport_error(
 
 def _plain_http_hint(err: BaseException, settings: ConnectionSettings) -> str:
     """How to use http, when the server seems to speak it (or is on loopback, like the sandbox)."""
-    from urllib.parse import urlsplit
-
     host = urlsplit(settings.base_url).hostname or ""
     speaks_http = any(getattr(e, "reason", None) in _PLAIN_HTTP_REASONS for e in exception_chain(err))
     if not (speaks_http or is_loopback(host)):

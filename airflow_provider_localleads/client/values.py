@@ -1,8 +1,5 @@
-"""Plain values parsed or formatted one way everywhere: whole numbers, durations, timestamps, excerpts.
-
-One helper per rule, so the connection, the tasks, the models and the error messages cannot drift
-apart (e.g. one accepting ``" 30 "`` where another refuses it).
-"""
+"""One helper per rule for plain values, so that the connection, the tasks, the models and the error
+messages cannot drift apart (e.g. one accepting ``" 30 "`` where another refuses it)."""
 
 from __future__ import annotations
 
@@ -47,14 +44,11 @@ def iso_z(value: datetime) -> str:
 
 
 def shorten(text: str, limit: int) -> str:
-    """``text`` cut to at most ``limit`` characters, the cut marked with ``...``."""
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def excerpt(text: str, redact: Callable[[str], str] | None = None, limit: int = 200) -> str:
-    """A short single-line excerpt (HTML tags dropped, whitespace folded) that is safe to log.
-
-    ``redact`` sees the whole text before it is cut: a key cut in half would no longer match.
-    """
+    """A single line, HTML tags dropped; ``redact`` sees the whole text before it is cut: a key cut in
+    half would no longer match."""
     text = _WHITESPACE.sub(" ", _TAGS.sub(" ", text)).strip()
     return shorten(text if redact is None else redact(text), limit)
