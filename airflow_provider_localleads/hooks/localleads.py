@@ -36,7 +36,7 @@ from airflow_provider_localleads.client.transport import (
 from airflow_provider_localleads.client.values import python_whole_number
 from airflow_provider_localleads.exceptions import LocalLeadsError
 from airflow_provider_localleads.models import CreditBalance, CreditTransaction, CreditUsage, TransactionPage
-from airflow_provider_localleads.planning.check import enforce_credits, required_cost
+from airflow_provider_localleads.planning.check import enforce_credits, enough_message, required_cost
 from airflow_provider_localleads.planning.usage import summarize_usage, utc_moment, validate_days
 
 if TYPE_CHECKING:
@@ -207,6 +207,7 @@ class LocalLeadsHook(BaseHook):
         credits = required_cost(self, cost, on_insufficient)
         balance = self.get_balance()
         enforce_credits(balance, credits, on_insufficient)
+        self.log.info("%s", enough_message(credits, balance))  # the line every credit check logs
         return balance
 
     def get_usage(self, days: int = 30, *, now: datetime | None = None) -> CreditUsage:

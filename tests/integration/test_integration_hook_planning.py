@@ -125,7 +125,9 @@ def test_require_credits_resolves_a_cost_from_history_and_logs_it_like_the_opera
     assert balance == CreditBalance.from_api(doc_balance.balance())
     line = f"Estimated cost: max of 2 runs since {day} matching 'Lead search: Roofers*' is 40 credits, +20% = 48"
     # The hook's log: structlog prints on Airflow 3, stdlib logging on 2.11.
-    assert line in capsys.readouterr().out + caplog.text
+    logged = capsys.readouterr().out + caplog.text
+    assert line in logged
+    assert f"Enough LocalLeads credits: needs 48, {balance.summary()}" in logged  # the operator's line
     assert [r.path for r in doc_balance.requests] == [TRANSACTIONS_PATH, BALANCE_PATH]  # one page, one balance
 
 
