@@ -128,8 +128,11 @@ def test_plain_http_to_a_remote_host_suggests_no_localhost() -> None:
 
 
 def test_a_key_in_the_login_field_is_named_as_the_likely_mistake_without_quoting_it() -> None:
-    # localleads://canary-KEY@host: the colon before the key is missing, so Airflow puts it in login.
-    conn = Connection(conn_id="c", uri=f"localleads://{KEY}@127.0.0.1:8765/http")
+    # localleads://canary-KEY@host: the colon before the key is missing, so Airflow puts it in login
+    # (the URI is parsed by the metadata model's Connection on every line; the SDK's takes no uri on 3.1).
+    from airflow.models.connection import Connection as StoredConnection
+
+    conn = StoredConnection(conn_id="c", uri=f"localleads://{KEY}@127.0.0.1:8765/http")
     assert (conn.login, conn.password) == (KEY, None)
     with pytest.raises(LocalLeadsConfigurationError) as info:
         settings_from_connection(conn, environ={})
