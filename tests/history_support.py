@@ -233,6 +233,22 @@ def delete(history: History, listing: Listing, txn_id: str) -> None:
     listing.deleted.add(txn_id)
 
 
+def heavy_churn(history: History) -> Callable[[int, Listing], bool]:
+    """From the third request on, each one: 30 new at the head and 30 deletions anywhere (both suites)."""
+
+    def churn(number: int, listing: Listing) -> bool:
+        if number < 2:
+            return False
+        newest = history.newest_ms()
+        insert(history, listing, [newest + 1 + i for i in range(30)])
+        current = history.ordered()
+        for i in range(30):
+            delete(history, listing, current[(number * 37 + i * 11) % len(current)].id)
+        return True
+
+    return churn
+
+
 def distinct(n: int) -> list[int]:
     return [i * 1000 for i in range(n)]
 

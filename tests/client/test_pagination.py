@@ -12,7 +12,18 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from history_support import LIES, SCHEDULES, History, Listing, apply_ops, delete, distinct, draw_created, insert
+from history_support import (
+    LIES,
+    SCHEDULES,
+    History,
+    Listing,
+    apply_ops,
+    delete,
+    distinct,
+    draw_created,
+    heavy_churn,
+    insert,
+)
 from history_support import run_listing as run_history_listing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -227,17 +238,7 @@ def test_churn_never_skips_silently() -> None:
     exactly once, or the listing says it could not keep up; it never returns a silent gap."""
     history = History(distinct(300), seed=7)
 
-    def churn(number: int, listing: Listing) -> bool:
-        if number < 2:
-            return False
-        newest = history.newest_ms()
-        insert(history, listing, [newest + 1 + i for i in range(30)])
-        current = history.ordered()
-        for i in range(30):
-            delete(history, listing, current[(number * 37 + i * 11) % len(current)].id)
-        return True
-
-    listing = run_listing(history, 25, churn, lenient=True)
+    listing = run_listing(history, 25, heavy_churn(history), lenient=True)
     if listing.error is None:
         listing.check_promises()
         listing.check_requests(25, history.max_total)

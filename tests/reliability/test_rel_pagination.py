@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from history_server import HistoryServer
-from history_support import SCHEDULES, Listing, apply_ops, delete, draw_created, insert
+from history_support import SCHEDULES, Listing, apply_ops, delete, draw_created, heavy_churn, insert
 from history_support import run_listing as run_history_listing
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -183,17 +183,7 @@ def test_churn_never_skips_silently(hook: LocalLeadsHook, history: HistoryServer
     exactly once, or the listing says it could not keep up; it never returns a silent gap."""
     history.reset([i * 1000 for i in range(300)], seed=7)
 
-    def churn(number: int, listing: Listing) -> bool:
-        if number < 2:
-            return False
-        newest = history.newest_ms()
-        insert(history, listing, [newest + 1 + i for i in range(30)])
-        current = history.ordered()
-        for i in range(30):
-            delete(history, listing, current[(number * 37 + i * 11) % len(current)].id)
-        return True
-
-    listing = run_listing(hook, history, 25, churn)
+    listing = run_listing(hook, history, 25, heavy_churn(history))
     if listing.error is None:
         listing.check(25, history.max_total)
     else:

@@ -85,6 +85,13 @@ def _readme_test_example() -> str:
     return next(block for block in blocks if "def test_" in block and "localleads_airflow_home" in block)
 
 
+def _pytest_in(project, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """pytest in ``project`` as a new user runs it: none of this session's Airflow or sandbox settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "LOCALLEADS"))}
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
+    return subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
+
+
 def test_the_readme_dag_test_passes_as_written_in_a_fresh_project(tmp_path):
     """A new project (dags/ + tests/, no conftest, no configuration) and the provider installed: the
     README's test passes in a pytest of its own, with a fresh Airflow home from the fixture."""
@@ -93,15 +100,7 @@ def test_the_readme_dag_test_passes_as_written_in_a_fresh_project(tmp_path):
     shutil.copy(ROOT / "example_dags" / "localleads_preflight.py", tmp_path / "dags")
     (tmp_path / "tests").mkdir()
     (tmp_path / "tests" / "test_preflight.py").write_text(_readme_test_example())
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "LOCALLEADS"))}
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = _pytest_in(tmp_path, "tests", timeout=600)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "1 passed" in done.stdout
 
@@ -111,14 +110,6 @@ def test_the_airflow_home_fixture_refuses_an_airflow_imported_before_it(tmp_path
     (tmp_path / "test_early.py").write_text(
         "import airflow  # imported at the top: too early\n\n\ndef test_x(localleads_airflow_home):\n    pass\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "LOCALLEADS"))}
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_early.py"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = _pytest_in(tmp_path, "test_early.py", timeout=300)
     assert done.returncode != 0
     assert "Import DagBag and your DAGs inside the test function instead" in done.stdout + done.stderr
